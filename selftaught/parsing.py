@@ -1,0 +1,121 @@
+"""Strict parsers for model outputs, and the regexes that constrain decoding to the same formats.
+
+Parsers never guess: anything outside the exact format is a failure with a reason, and a failure
+is never counted as a win. The same regex that constrains decoding is the one the parser matches,
+so constrained outputs always parse unless truncated.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+VERDICTS = ("[[A]]", "[[B]]")
+VERDICT_PREFIX = "\n\nFinal verdict: "  # forced before the verdict choice in constrained mode
+_VERDICT_TOKEN = re.compile(r"\[\[\s*([A-Za-z])\s*\]\]")
+# The last non-empty line must be the verdict alone, optionally "Final verdict:" and markdown bold.
+_FINAL_LINE = re.compile(r"^(?:\**\s*(?i:final\s+verdict)\s*:?\s*\**\s*)?\**\[\[([AB])\]\]\**\.?$")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    winner: str | None  # "A" | "B" | None
+    error: str | None = None  # reason when winner is None
+
+
+def parse_verdict(text: str) -> Verdict:
+    """Read the final verdict of a generated judgment (the generated text only, never the prompt).
+
+    Exactly one ``[[X]]`` token may appear in the whole judgment and it must be on the last line:
+    an echoed template (``"[[A]]" if ... "[[B]]" if ...``), both verdicts, a ``[[A]]`` quoted from an
+    answer followed by a real verdict, or a verdict mid-text are all failures, not wins.
+    """
+    tokens = _VERDICT_TOKEN.findall(text)
+    if not tokens:
+        return Verdict(None, "no verdict")
+    if len(tokens) > 1:
+        return Verdict(None, "multiple verdicts")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    m = _FINAL_LINE.match(lines[-1])
+    if not m:
+        return Verdict(None, "verdict not on the final line" if tokens[0] in ("A", "B") else "invalid verdict")
+    return Verdict(m.group(1))
+
+
+def strip_reasoning(text: str) -> str:
+    """Reasoning from phase 1 of a constrained judgment: cut at any verdict attempt."""
+    for marker in ("[[", "Final verdict", "final verdict"):
+        i = text.find(marker)
+        if i >= 0:
+            text = text[:i]
+    return text.rstrip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Categorization
+@dataclass(frozen=True)
+class Category:
+    category: str | None
+    complexity: int | None
+    expected_length: int | None
+    error: str | None = None
+
+
+def category_regex(categories: list[str]) -> str:
+    cats = "|".join(re.escape(c) for c in categories)
+    return rf"Category: ({cats})\nComplexity: ([1-9]|10)\nLength: ([1-9][0-9]{{0,3}})( words)?"
+
+
+def parse_category(text: str, categories: list[str]) -> Category:
+    m = re.fullmatch(category_regex(categories), text.strip())
+    if not m:
+        return Category(None, None, None, "unparseable")
+    return Category(m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Modified instruction + its answer, in marked blocks
+MOD_START, MOD_END = "[The Start of Modified Instruction]", "[The End of Modified Instruction]"
+RESP_START, RESP_END = "[The Start of Response]", "[The End of Response]"
+# Field text may hold brackets (code, lists) but never begin a "[The ..." marker.
+_FIELD = r"(?:[^\[]|\[[^T])+"
+MODIFY_BODY_REGEX = (
+    rf"{_FIELD}\n{re.escape(MOD_END)}\n{re.escape(RESP_START)}\n{_FIELD}\n{re.escape(RESP_END)}"
+)
+_BLOCKS = re.compile(
+    rf"{re.escape(MOD_START)}(.*?){re.escape(MOD_END)}\s*{re.escape(RESP_START)}(.*?){re.escape(RESP_END)}",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Modified:
+    instruction: str | None
+    response: str | None
+    error: str | None = None
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def parse_modified(text: str, original: str) -> Modified:
+    """Both marked blocks exactly once, non-empty, and x' must differ from x."""
+    found = _BLOCKS.findall(text)
+    if not found:
+        return Modified(None, None, "missing marked blocks")
+    if len(found) > 1:
+        return Modified(None, None, "repeated marked blocks")
+    inst, resp = found[0][0].strip(), found[0][1].strip()
+    if not inst:
+        return Modified(None, None, "empty modified instruction")
+    if not resp:
+        return Modified(None, None, "empty response")
+    if _norm(inst) == _norm(original):
+        return Modified(None, None, "modified instruction identical to original")
+    return Modified(inst, resp)
+
+
+def same_text(a: str, b: str) -> bool:
+    return _norm(a) == _norm(b)

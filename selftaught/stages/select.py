@@ -1,0 +1,53 @@
+"""Stage 2: pick a subset of categorized instructions by category quotas (pure, seeded).
+
+Three modes, in order of precedence:
+- ``quotas``: at most quota[c] rows of each named category (others dropped);
+- ``categories`` + ``balance``: round-robin over the kept categories, so each gets an equal share
+  of ``limit`` while it has rows left;
+- neither: every parsed row (shuffled), up to ``limit``.
+Rows whose label did not parse are never selected: their "Other" is a placeholder, not a label.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict, deque
+
+from selftaught.config import SelectConfig
+
+
+def select(records: list[dict], cfg: SelectConfig) -> list[dict]:
+    rng = random.Random(cfg.seed)
+    eligible = [
+        r for r in records
+        if r.get("status") == "ok" and r.get("category_parsed") and (r.get("complexity") or 0) >= cfg.min_complexity
+    ]
+    by_cat: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(eligible, key=lambda r: r["id"]):  # sort first: selection must not depend on row order
+        by_cat[r["category"]].append(r)
+    for rows in by_cat.values():
+        rng.shuffle(rows)
+
+    if cfg.quotas:
+        chosen = [r for cat, q in sorted(cfg.quotas.items()) for r in by_cat.get(cat, [])[:q]]
+    elif cfg.balance:
+        cats = sorted(cfg.categories or by_cat.keys())
+        queues = [deque(by_cat.get(c, [])) for c in cats]
+        chosen = []
+        while any(queues):  # round-robin: equal share per category while it lasts
+            for q in queues:
+                if q:
+                    chosen.append(q.popleft())
+    else:
+        keep = set(cfg.categories) if cfg.categories else None
+        chosen = [r for c in sorted(by_cat) if keep is None or c in keep for r in by_cat[c]]
+        rng.shuffle(chosen)
+    if cfg.limit is not None:
+        chosen = chosen[: cfg.limit]
+    return chosen
+
+
+def category_counts(records: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        counts[r.get("category") or "Other"] += 1
+    return dict(sorted(counts.items()))
