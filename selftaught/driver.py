@@ -23,7 +23,8 @@ from selftaught.store import RoundStore
 
 log = logging.getLogger("selftaught")
 
-META_FIELDS = ("categorize_meta", "chosen_meta", "rejected_meta", "judge_meta")
+# The provenance fields each stage adds: its own token counts, not the ones rows carry from upstream.
+STAGE_META = {"categorize": ("categorize_meta",), "pairs": ("chosen_meta", "rejected_meta"), "judge": ("judge_meta",)}
 MAX_LOGGED_FAILURES = 20
 
 
@@ -49,10 +50,10 @@ def _data_fingerprint(path: str) -> dict:
     return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _tokens(rows: list[dict]) -> tuple[int, int]:
+def _tokens(stage: str, rows: list[dict]) -> tuple[int, int]:
     p = c = 0
     for r in rows:
-        for f in META_FIELDS:
+        for f in STAGE_META.get(stage, ()):
             m = r.get(f)
             if m:
                 p += m.get("prompt_tokens") or 0
@@ -109,7 +110,7 @@ class Round:
         t0 = time.perf_counter()
         kept, failures, extra = compute()
         seconds = time.perf_counter() - t0
-        p, c = _tokens(kept + failures)
+        p, c = _tokens(stage, kept + failures)
         summary = {
             "stage": stage, "round": self.cfg.round, "hash": h, "in": n_in, "out": len(kept),
             "failed": len(failures), "failures": dict(Counter(f.get("status") or f.get("reason") for f in failures)),

@@ -9,6 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+def regex_escape(text: str) -> str:
+    """Escape regex metacharacters only: xgrammar rejects ``re.escape``'s ``\\ `` (escaped space)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Verdicts
 VERDICTS = ("[[A]]", "[[B]]")
@@ -63,7 +68,7 @@ class Category:
 
 
 def category_regex(categories: list[str]) -> str:
-    cats = "|".join(re.escape(c) for c in categories)
+    cats = "|".join(regex_escape(c) for c in categories)
     return rf"Category: ({cats})\nComplexity: ([1-9]|10)\nLength: ([1-9][0-9]{{0,3}})( words)?"
 
 
@@ -81,7 +86,7 @@ RESP_START, RESP_END = "[The Start of Response]", "[The End of Response]"
 # Field text may hold brackets (code, lists) but never begin a "[The ..." marker.
 _FIELD = r"(?:[^\[]|\[[^T])+"
 MODIFY_BODY_REGEX = (
-    rf"{_FIELD}\n{re.escape(MOD_END)}\n{re.escape(RESP_START)}\n{_FIELD}\n{re.escape(RESP_END)}"
+    rf"{_FIELD}\n{regex_escape(MOD_END)}\n{regex_escape(RESP_START)}\n{_FIELD}\n{regex_escape(RESP_END)}"
 )
 _BLOCKS = re.compile(
     rf"{re.escape(MOD_START)}(.*?){re.escape(MOD_END)}\s*{re.escape(RESP_START)}(.*?){re.escape(RESP_END)}",

@@ -6,14 +6,14 @@ from selftaught.engines.base import Constraint, Engine, GenRequest, GenResult, S
 __all__ = ["Constraint", "Engine", "GenRequest", "GenResult", "Sampling", "make_engine"]
 
 
-def make_engine(cfg, model_path: str) -> Engine:
+def make_engine(cfg, model_path: str, max_model_len: int = 2048) -> Engine:
     """Build the engine named by ``cfg.backend`` (an ``EngineConfig``) on a local HF model folder."""
     if cfg.backend == "vllm":
         from selftaught.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(cfg, model_path)
+        return VLLMEngine(cfg, model_path, max_model_len)
     if cfg.backend == "hf":
         from selftaught.engines.hf_engine import HFEngine
 
-        return HFEngine(cfg, model_path)
+        return HFEngine(cfg, model_path, max_model_len)
     raise ValueError(f"engine.backend must be 'vllm' or 'hf', got {cfg.backend!r}")

@@ -1,0 +1,126 @@
+"""transformers engine: same contract and output semantics as ``VLLMEngine``, no vLLM needed.
+
+Requests are grouped by (sampling, constraint) because one ``generate()`` call takes one set of
+generation settings, then run in left-padded batches of ``cfg.hf_batch_size`` prompts.
+Structured decoding uses xgrammar's transformers logits processor (the library vLLM uses too).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import torch
+
+from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, encode_prompt, make_result
+
+log = logging.getLogger(__name__)
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, cfg, model_path: str, max_model_len: int = 2048) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if self.device == "cuda" else "float32")
+        if self.device == "cpu":
+            torch.set_num_threads(cfg.threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.eos_id: int = self.tokenizer.eos_token_id
+        self.pad_id: int = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self._compiler = None
+        self._grammars: dict[Constraint, object] = {}
+
+    # -- structured decoding ------------------------------------------------------------------
+    def _logits_processor(self, constraint: Constraint):
+        import xgrammar as xgr
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        if self._compiler is None:
+            # vocab_size from the model: the embedding may be larger than the tokenizer's vocab.
+            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
+            self._compiler = xgr.GrammarCompiler(info)
+        if constraint not in self._grammars:
+            self._grammars[constraint] = self._compiler.compile_regex(constraint.as_regex())
+        return LogitsProcessor(self._grammars[constraint])  # stateful: a fresh one per generate()
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        torch.manual_seed(self.cfg.seed)  # reproducible sampling per call
+        groups: dict[tuple[Sampling, Constraint | None], list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[(r.sampling, r.constraint)].append(i)
+        results: list[GenResult | None] = [None] * len(requests)
+        bs = self.cfg.hf_batch_size
+        for (sampling, constraint), idx in groups.items():
+            for k in range(0, len(idx), bs):
+                chunk = idx[k : k + bs]
+                for i, res in zip(chunk, self._generate_batch([requests[i] for i in chunk], sampling, constraint)):
+                    results[i] = res
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, reqs: list[GenRequest], s: Sampling, constraint: Constraint | None) -> list[GenResult]:
+        prompts = [encode_prompt(self.tokenizer, r) for r in reqs]
+        longest = max(map(len, prompts))
+        if longest >= self.max_model_len:
+            raise ValueError(f"prompt of {longest} tokens does not fit max_model_len={self.max_model_len}")
+        ids = torch.full((len(prompts), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):  # left padding: generation continues at the right edge
+            ids[row, longest - len(p) :] = torch.tensor(p)
+            mask[row, longest - len(p) :] = 1
+        kwargs: dict = dict(
+            max_new_tokens=min(s.max_tokens, self.max_model_len - longest),
+            num_return_sequences=s.n,
+            do_sample=s.temperature > 0,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            top_k=0,  # vLLM applies no top-k; transformers defaults to 50
+        )
+        if s.temperature > 0:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None)
+        if constraint is not None:
+            kwargs["logits_processor"] = [self._logits_processor(constraint)]
+        elif s.stop:
+            # Not with a constraint: a row halted mid-grammar would then feed pad tokens to its
+            # xgrammar matcher (assertion). The grammar bounds the length; we cut the text below.
+            kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        new = out[:, longest:].tolist()  # rows: prompt0 x n, prompt1 x n, ...
+        return [
+            make_result(r, len(p), [self._sample(new[row * s.n + j], s) for j in range(s.n)])
+            for row, (r, p) in enumerate(zip(reqs, prompts))
+        ]
+
+    def _sample(self, toks: list[int], s: Sampling) -> tuple[str, str, int]:
+        """(text, finish_reason, completion_tokens) with vLLM's semantics (eos counted, stop string cut)."""
+        if self.eos_id in toks:
+            toks = toks[: toks.index(self.eos_id) + 1]
+            finish = "stop"
+        else:
+            finish = "length"
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        cuts = [text.find(x) for x in s.stop if x in text]
+        if cuts:
+            text, finish = text[: min(cuts)], "stop"
+        return text, finish, len(toks)
+
+    def count_prompt_tokens(self, request: GenRequest) -> int:
+        return len(encode_prompt(self.tokenizer, request))
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        self._grammars.clear()
+        import gc
+
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
