@@ -16,8 +16,11 @@ def regex_escape(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Verdicts
-VERDICTS = ("[[A]]", "[[B]]")
-VERDICT_PREFIX = "\n\nFinal verdict: "  # forced before the verdict choice in constrained mode
+# Forced before the verdict choice in constrained mode. The space belongs to the choice, not the
+# prefix: "verdict: [[A]]" tokenizes as ":", " [[", "A", "]]"; a prefix ending in a space would
+# force the unnatural ": ", "[[" split, which measurably skews a small judge's A/B choice.
+VERDICT_PREFIX = "\n\nFinal verdict:"
+VERDICTS = (" [[A]]", " [[B]]")
 _VERDICT_TOKEN = re.compile(r"\[\[\s*([A-Za-z])\s*\]\]")
 # The last non-empty line must be the verdict alone, optionally "Final verdict:" and markdown bold.
 _FINAL_LINE = re.compile(r"^(?:\**\s*(?i:final\s+verdict)\s*:?\s*\**\s*)?\**\[\[([AB])\]\]\**\.?$")

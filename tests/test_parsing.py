@@ -59,7 +59,7 @@ def test_constrained_judgment_shape_parses():
     reasoning = strip_reasoning("A is correct; B computes 7*6=48. So the answer is [[A")
     assert "[[" not in reasoning
     for v in ("[[A]]", "[[B]]"):
-        assert parse_verdict(reasoning + VERDICT_PREFIX + v).winner == v[2]
+        assert parse_verdict(reasoning + VERDICT_PREFIX + v).winner == v.strip()[2]
 
 
 def test_category_parse_and_regex_agree():

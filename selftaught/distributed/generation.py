@@ -34,7 +34,15 @@ class _StageActor:
     def __call__(self, batch: dict) -> dict:
         records = [json.loads(s) for s in batch["json"]]
         out = self.fn(records, self.engine, self.ctx, self.stage_cfg)
-        return {"json": np.array([json.dumps(r) for r in out], dtype=object)}
+        # Order key (first input index, output position) and input count: stages may emit
+        # new rows, or several per input (the judge: one per order), so tag here, not per row.
+        n = len(out)
+        return {
+            "json": np.array([json.dumps(r) for r in out], dtype=object),
+            "first": np.full(n, int(batch["idx"].min()), dtype=np.int64),
+            "pos": np.arange(n, dtype=np.int64),
+            "inputs": np.array([len(records)] + [0] * (n - 1), dtype=np.int64)[:n],
+        }
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -53,7 +61,7 @@ def run_with_ray(fn: StageFn, records: list[dict], stage_cfg: object, engine_cfg
     ensure_ray(ray_cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows count, rate, ETA
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    indexed = [{"json": json.dumps({**r, "_idx": i})} for i, r in enumerate(records)]
+    indexed = [{"json": json.dumps(r), "idx": i} for i, r in enumerate(records)]
     n_blocks = max(1, -(-len(indexed) // ray_cfg.batch_size))
     ds = ray.data.from_items(indexed, override_num_blocks=n_blocks).map_batches(
         _StageActor,
@@ -64,16 +72,13 @@ def run_with_ray(fn: StageFn, records: list[dict], stage_cfg: object, engine_cfg
         num_gpus=ray_cfg.num_gpus_per_actor or None,
         num_cpus=ray_cfg.num_cpus_per_actor,
     )
-    out: list[dict] = []
+    keyed: list[tuple[int, int, str]] = []
     with progress(total=len(records), desc=desc, unit="rec") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = [json.loads(s) for s in batch["json"]]
-            out.extend(rows)
-            bar.update(len({r["_idx"] for r in rows}))
-    out.sort(key=lambda r: r["_idx"])  # stable: the judge's two orders stay together
-    for r in out:
-        del r["_idx"]
-    return out
+            keyed.extend(zip(batch["first"].tolist(), batch["pos"].tolist(), batch["json"]))
+            bar.update(int(batch["inputs"].sum()))
+    keyed.sort(key=lambda k: (k[0], k[1]))  # input order, whatever order the actors finished in
+    return [json.loads(s) for _, _, s in keyed]
 
 
 class LocalRunner:
