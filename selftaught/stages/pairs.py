@@ -2,13 +2,13 @@
 
 Two requests per instruction: the plain answer, and the modify prompt that writes x' and its
 answer in marked blocks. Constrained decoding forces the opening marker (as an assistant prefix)
-and the block structure (regex); unconstrained outputs are parsed the same strict way.
+and the block structure with bounded field lengths (regex); unconstrained outputs are parsed the same strict way.
 """
 from __future__ import annotations
 
 from selftaught.config import PairsConfig
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import MOD_START, MODIFY_BODY_REGEX, parse_modified, same_text
+from selftaught.parsing import MOD_START, modify_regex, parse_modified, same_text
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
 
@@ -20,7 +20,8 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsCo
     answer_s = Sampling(n=1, temperature=cfg.temperature, top_p=1.0, max_tokens=cfg.max_tokens)
     modify_s = Sampling(n=1, temperature=cfg.temperature, top_p=1.0, max_tokens=cfg.modify_max_tokens)
     prefix = MOD_START + "\n" if ctx.constrained else ""
-    constraint = Constraint(regex=MODIFY_BODY_REGEX) if ctx.constrained else None
+    constraint = (Constraint(regex=modify_regex(cfg.max_instruction_chars, cfg.max_response_chars))
+                  if ctx.constrained else None)
 
     requests, pending = [], []
     for r in records:
