@@ -1,0 +1,61 @@
+"""Typed config: Hydra composition, validation naming the key, CLI behaviour before any model loads."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from selftaught import compose
+from selftaught.config import ConfigError, RunConfig, validate
+
+CLI = [sys.executable, "-m", "selftaught.cli"]
+
+
+def test_compose_defaults_and_overrides():
+    cfg = compose(["data.limit=40", "judge.n=8", "engine=hf", "+select.quotas.Coding=5"])
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.data.limit, cfg.judge.n, cfg.engine.backend, cfg.select.quotas) == (40, 8, "hf", {"Coding": 5})
+    assert compose(["data=arena_hard"]).data.instruction_field == "turns.0.content"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("judge.n=0", "judge.n"),
+    ("judge.top_p=1.5", "judge.top_p"),
+    ("engine.dtype=int4", "engine.dtype"),
+    ("ray.concurrency=0", "ray.concurrency"),
+    ("until=train", "until"),
+    ("pairs.max_tokens=4096", "pairs.max_tokens"),
+    ("select.categories=[Cooking]", "select.categories"),
+    ("+select.quotas.Cooking=3", "select.quotas.Cooking"),
+])
+def test_validation_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        compose([override])
+
+
+def test_validate_plain_dataclass():
+    cfg = RunConfig()
+    cfg.categorize.categories = ["A", "A"]
+    with pytest.raises(ConfigError, match="categorize.categories"):
+        validate(cfg)
+
+
+def test_cli_cfg_job_prints_composed_config():
+    out = subprocess.run([*CLI, "run", "judge.n=3", "--cfg", "job"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "judge:" in out.stdout and "'n': 3" in out.stdout and "backend: vllm" in out.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["judge.n=0"], "config error: judge.n: must be >= 1, got 0"),
+    (["data.path=/nonexistent/instructions.jsonl"], "data.path: /nonexistent/instructions.jsonl does not exist"),
+    (["model.path=/nonexistent/model"], "model.path"),
+])
+def test_cli_fails_fast_with_clear_message(args, msg, tmp_path):
+    t0 = time.perf_counter()
+    out = subprocess.run([*CLI, "run", f"output_dir={tmp_path}", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert msg in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.perf_counter() - t0 < 60  # before Ray or any engine starts
+    assert not (tmp_path / "demo" / "round_0" / "categorize").exists()
