@@ -118,10 +118,8 @@ class PairsConfig:
     max_tokens: int = 384
     modify_max_tokens: int = 640
     temperature: float = 0.0
-    # Constrained mode bounds the two marked fields (characters) so they always close; keep
-    # modify_max_tokens above (sum / ~3 chars per token) + markers.
-    max_instruction_chars: int = 400
-    max_response_chars: int = 1200
+    # Constrained mode: token budget of the modified instruction x' (its answer gets modify_max_tokens).
+    max_instruction_tokens: int = 160
 
 
 @dataclass
@@ -213,8 +211,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(p.max_tokens >= 8, "pairs.max_tokens", "must be >= 8")
     _check(p.modify_max_tokens >= 16, "pairs.modify_max_tokens", "must be >= 16")
     _check(p.temperature >= 0, "pairs.temperature", "must be >= 0")
-    _check(p.max_instruction_chars >= 8, "pairs.max_instruction_chars", "must be >= 8")
-    _check(p.max_response_chars >= 8, "pairs.max_response_chars", "must be >= 8")
+    _check(p.max_instruction_tokens >= 8, "pairs.max_instruction_tokens", "must be >= 8")
     j = cfg.judge
     _check(j.n >= 1, "judge.n", f"must be >= 1, got {j.n}")
     _check(j.temperature >= 0, "judge.temperature", "must be >= 0")

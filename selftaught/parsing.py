@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+
 def regex_escape(text: str) -> str:
     """Escape regex metacharacters only: xgrammar rejects ``re.escape``'s ``\\ `` (escaped space)."""
     return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
@@ -86,19 +87,6 @@ def parse_category(text: str, categories: list[str]) -> Category:
 # Modified instruction + its answer, in marked blocks
 MOD_START, MOD_END = "[The Start of Modified Instruction]", "[The End of Modified Instruction]"
 RESP_START, RESP_END = "[The Start of Response]", "[The End of Response]"
-# Field text may hold brackets (code, lists) but never begin a "[The ..." marker.
-_FIELD_CHAR = r"(?:[^\[]|\[[^T])"
-
-
-def modify_regex(max_instruction_chars: int, max_response_chars: int) -> str:
-    """Constraint for the modify output after the forced opening marker. Bounded fields make a
-    small model close each block (unbounded, 135M models ramble into max_tokens and fail)."""
-    return (
-        rf"{_FIELD_CHAR}{{1,{max_instruction_chars}}}\n{regex_escape(MOD_END)}\n{regex_escape(RESP_START)}\n"
-        rf"{_FIELD_CHAR}{{1,{max_response_chars}}}\n{regex_escape(RESP_END)}"
-    )
-
-
 _BLOCKS = re.compile(
     rf"{re.escape(MOD_START)}(.*?){re.escape(MOD_END)}\s*{re.escape(RESP_START)}(.*?){re.escape(RESP_END)}",
     re.DOTALL,

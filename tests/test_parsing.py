@@ -5,7 +5,7 @@ import pytest
 
 from selftaught.config import RECIPE_CATEGORIES
 from selftaught.parsing import (
-    MOD_END, MOD_START, RESP_END, RESP_START, VERDICT_PREFIX, category_regex, modify_regex,
+    MOD_END, MOD_START, RESP_END, RESP_START, VERDICT_PREFIX, category_regex,
     parse_category, parse_modified, parse_verdict, strip_reasoning,
 )
 from selftaught.prompts import load_template
@@ -83,9 +83,6 @@ def test_modified_blocks():
     m = parse_modified(text, "What is 2+2?")
     assert (m.instruction, m.response, m.error) == ("What is 2+3?", "2+3 = 5. Lists like [1, 2] are fine.", None)
     # The constraint regex (after the forced opening marker) accepts exactly this shape.
-    body = text[len(MOD_START) + 1:]
-    assert re.fullmatch(modify_regex(400, 1200), body)
-    assert not re.fullmatch(modify_regex(5, 1200), body)  # instruction field over its bound
 
 
 @pytest.mark.parametrize("text,error", [

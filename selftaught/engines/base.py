@@ -31,7 +31,8 @@ class Constraint:
         if self.regex is not None:
             return self.regex
         assert self.choice, "empty constraint"
-        return "(" + "|".join(re.escape(c) for c in self.choice) + ")"
+        # Escape metacharacters only: xgrammar does not know re.escape's "\\ " (escaped space).
+        return "(" + "|".join(re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", c) for c in self.choice) + ")"
 
 
 @dataclass

@@ -80,12 +80,11 @@ class HFEngine:
             do_sample=s.temperature > 0,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
-            top_k=0,  # vLLM applies no top-k; transformers defaults to 50
         )
-        if s.temperature > 0:
-            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        if s.temperature > 0:  # top_k=0: vLLM applies no top-k; transformers defaults to 50
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         else:
-            kwargs.update(temperature=None, top_p=None)
+            kwargs.update(temperature=None, top_p=None, top_k=None)
         if constraint is not None:
             kwargs["logits_processor"] = [self._logits_processor(constraint)]
         elif s.stop:
