@@ -162,7 +162,8 @@ class Round:
                 h = config_hash(h, "pairs", cfg.pairs, gen, tids)
 
                 def do_pairs():
-                    return (*_split(self.generate(pairs.process, records, cfg.pairs, "pairs")), {})
+                    ok, bad = _split(self.generate(pairs.process, records, cfg.pairs, "pairs"))
+                    return ok, bad, {"x_closed_at_token_bound": sum(bool((r["rejected_meta"] or {}).get("x_truncated")) for r in ok)}
 
                 records = self._stage("pairs", h, len(records), do_pairs)
 

@@ -28,8 +28,13 @@ def engine(request, smollm2_path):
 
 
 def test_greedy_counts_and_length(engine):
-    long, short = engine.generate([GenRequest("g", CHAT, Sampling(max_tokens=24)), GenRequest("s", CHAT, Sampling(max_tokens=3))])
-    assert [long.id, short.id] == ["g", "s"]
+    long, short, copies = engine.generate([
+        GenRequest("g", CHAT, Sampling(max_tokens=24)),
+        GenRequest("s", CHAT, Sampling(max_tokens=3)),
+        GenRequest("n", CHAT, Sampling(n=3, max_tokens=3)),  # greedy n>1: n identical copies
+    ])
+    assert [long.id, short.id, copies.id] == ["g", "s", "n"]
+    assert copies.texts == short.texts * 3 and copies.completion_tokens == [3, 3, 3]
     assert len(long.texts) == 1 and long.texts[0].strip()
     assert long.prompt_tokens == engine.count_prompt_tokens(GenRequest("x", CHAT)) > 0
     assert 0 < long.completion_tokens[0] <= 24

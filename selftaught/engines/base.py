@@ -75,8 +75,16 @@ def encode_prompt(tokenizer, request: GenRequest) -> list[int]:
     return tokenizer(render_prompt(tokenizer, request), add_special_tokens=False)["input_ids"]
 
 
+def draws(s: Sampling) -> int:
+    """Sequences an engine actually decodes: greedy samples are identical, so decode one
+    (vLLM also rejects greedy with n > 1); ``make_result`` copies it back to ``n``."""
+    return 1 if s.temperature == 0 else s.n
+
+
 def make_result(request: GenRequest, prompt_tokens: int, samples: list[tuple[str, str, int]]) -> GenResult:
-    """``samples`` = (text, finish_reason, completion_tokens) per returned sequence."""
+    """``samples`` = (text, finish_reason, completion_tokens) per decoded sequence."""
+    if len(samples) == 1:
+        samples = samples * request.sampling.n  # greedy n > 1
     return GenResult(
         id=request.id,
         texts=[s[0] for s in samples],

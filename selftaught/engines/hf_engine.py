@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import torch
 
-from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, encode_prompt, make_result
+from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class HFEngine:
         results: list[GenResult | None] = [None] * len(requests)
         bs = self.cfg.hf_batch_size
         for (sampling, constraint), idx in groups.items():
-            for k in range(0, len(idx), bs):
-                chunk = idx[k : k + bs]
+            for start in range(0, len(idx), bs):
+                chunk = idx[start : start + bs]
                 for i, res in zip(chunk, self._generate_batch([requests[i] for i in chunk], sampling, constraint)):
                     results[i] = res
         return results  # type: ignore[return-value]
@@ -74,9 +74,10 @@ class HFEngine:
         for row, p in enumerate(prompts):  # left padding: generation continues at the right edge
             ids[row, longest - len(p) :] = torch.tensor(p)
             mask[row, longest - len(p) :] = 1
+        k = draws(s)
         kwargs: dict = dict(
             max_new_tokens=min(s.max_tokens, self.max_model_len - longest),
-            num_return_sequences=s.n,
+            num_return_sequences=k,
             do_sample=s.temperature > 0,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
@@ -89,18 +90,23 @@ class HFEngine:
             kwargs["logits_processor"] = [self._logits_processor(constraint)]
         elif s.stop:
             # Not with a constraint: a row halted mid-grammar would then feed pad tokens to its
-            # xgrammar matcher (assertion). The grammar bounds the length; we cut the text below.
+            # xgrammar matcher (assertion). Constrained rows run to the grammar's end (or
+            # max_tokens) and _sample cuts the text, so only their token counts differ from vLLM.
             kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
-        new = out[:, longest:].tolist()  # rows: prompt0 x n, prompt1 x n, ...
+        new = out[:, longest:].tolist()  # rows: prompt0 x k, prompt1 x k, ...
         return [
-            make_result(r, len(p), [self._sample(new[row * s.n + j], s) for j in range(s.n)])
+            make_result(r, len(p), [self._sample(new[row * k + j], s) for j in range(k)])
             for row, (r, p) in enumerate(zip(reqs, prompts))
         ]
 
     def _sample(self, toks: list[int], s: Sampling) -> tuple[str, str, int]:
-        """(text, finish_reason, completion_tokens) with vLLM's semantics (eos counted, stop string cut)."""
+        """(text, finish_reason, completion_tokens) with vLLM's semantics (eos counted, stop string cut).
+
+        Rows halted by a stop string are padded with pad_id; when pad == eos (SmolLM2) the count
+        includes one pad token.
+        """
         if self.eos_id in toks:
             toks = toks[: toks.index(self.eos_id) + 1]
             finish = "stop"

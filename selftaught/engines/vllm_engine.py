@@ -13,7 +13,7 @@ import gc
 import logging
 import os
 
-from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, encode_prompt, make_result
+from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         return SamplingParams(
-            n=s.n,
+            n=draws(s),  # greedy: one sequence, copied to n by make_result
             temperature=s.temperature,  # 0 = greedy
             top_p=s.top_p if s.temperature > 0 else 1.0,
             max_tokens=s.max_tokens,
