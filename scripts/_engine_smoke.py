@@ -9,8 +9,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     backend = sys.argv[1] if len(sys.argv) > 1 else "vllm"
     dtype = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     t = time.time()
-    eng = make_engine(EngineConfig(backend=backend, dtype=dtype), resolve_model(ModelConfig()))
+    eng = make_engine(EngineConfig(backend=backend, dtype=dtype, threads=threads), resolve_model(ModelConfig()))
     print(f"start {time.time() - t:.1f}s")
     msgs = [{"role": "user", "content": "Write a haiku about the sea."}]
     reqs = [
@@ -27,11 +28,12 @@ if __name__ == "__main__":
     # Throughput: 8 prompts x n=4 x 64 tokens, temperature 0.7.
     bench = [GenRequest(str(i), [{"role": "user", "content": f"Tell me fact number {i} about the ocean."}],
                         Sampling(n=4, temperature=0.7, top_p=0.9, max_tokens=64)) for i in range(8)]
-    eng.generate(bench[:1])
+    eng.generate(bench[:1])  # warm-up
     t = time.time()
     res = eng.generate(bench)
     dt = time.time() - t
     ntok = sum(sum(r.completion_tokens) for r in res)
-    print(f"BENCH {backend} {dtype}: {ntok} tokens in {dt:.1f}s = {ntok / dt:.1f} tok/s")
+    import os
+    print(f"BENCH {backend} {dtype} threads={threads}: {ntok} tokens in {dt:.1f}s = {ntok / dt:.1f} tok/s (loadavg {os.getloadavg()[0]:.2f})")
     eng.close()
     print("closed")

