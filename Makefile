@@ -10,8 +10,11 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
+# A CPU-sized round: 16 instructions, short generations. `selftaught run` alone uses the full defaults.
+DEMO_ARGS ?= data.limit=16 pairs.max_tokens=192 pairs.modify_max_tokens=192 judge.n=4 judge.max_tokens=128
+
 demo: setup
-	$(VENV)/bin/selftaught run $(ARGS)
+	$(VENV)/bin/selftaught run $(DEMO_ARGS) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
