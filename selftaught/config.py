@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 # The recipe's 15 instruction categories (Wang et al. 2024).
 RECIPE_CATEGORIES = [
@@ -32,7 +32,6 @@ RECIPE_CATEGORIES = [
     "Humanity/History/Social Studies",
     "Other",
 ]
-REASONING_CATEGORIES = ["Mathematical reasoning", "Knowledge and Reasoning", "Coding", "Closed QA"]
 
 EMBEDDED_MODEL = "embedded:smollm2"
 
@@ -243,10 +242,6 @@ def config_hash(*parts: Any) -> str:
 
     blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def as_dict(cfg: RunConfig) -> dict:
-    return asdict(cfg)
 
 
 def abspath(p: str) -> str:
