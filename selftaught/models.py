@@ -107,6 +107,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     out.mkdir(parents=True)
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(out / "model.safetensors", 0o644)  # save_file creates it 0600; the cache may be shared
     cfg.save_pretrained(out)
     if not tok.chat_template:
         tok.chat_template = SMOLLM2_CHAT_TEMPLATE

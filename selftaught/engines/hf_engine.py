@@ -6,14 +6,11 @@ Structured decoding uses xgrammar's transformers logits processor (the library v
 """
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 
 import torch
 
 from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result
-
-log = logging.getLogger(__name__)
 
 
 class HFEngine:
