@@ -37,11 +37,13 @@ class _StageActor:
         # Order key (first input index, output position) and input count: stages may emit
         # new rows, or several per input (the judge: one per order), so tag here, not per row.
         n = len(out)
+        inputs = np.zeros(n, dtype=np.int64)
+        inputs[:1] = len(records)  # counted once per batch, on its first output row
         return {
             "json": np.array([json.dumps(r) for r in out], dtype=object),
             "first": np.full(n, int(batch["idx"].min()), dtype=np.int64),
             "pos": np.arange(n, dtype=np.int64),
-            "inputs": np.array([len(records)] + [0] * (n - 1), dtype=np.int64)[:n],
+            "inputs": inputs,
         }
 
 

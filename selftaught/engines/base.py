@@ -36,8 +36,7 @@ class Constraint:
         if self.regex is not None:
             return self.regex
         assert self.choice, "empty constraint"
-        # Escape metacharacters only: xgrammar does not know re.escape's "\\ " (escaped space).
-        return "(" + "|".join(re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", c) for c in self.choice) + ")"
+        return "(" + "|".join(regex_escape(c) for c in self.choice) + ")"
 
 
 @dataclass

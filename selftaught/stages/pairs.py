@@ -85,7 +85,7 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsCo
             text, tokens, finish = m.texts[0], m.completion_tokens[0], m.finish_reasons[0]
         parsed = parse_modified(text, r["instruction"])
         row.update(modify_output=text, rejected_meta={
-            **provenance(STAGE, ctx, modify_tpl.id, modify_s, m.prompt_tokens, tokens, engine),
+            **provenance(STAGE, ctx, modify_tpl.id, resp_s if ctx.constrained else modify_s, m.prompt_tokens, tokens, engine),
             "finish_reason": finish, "x_truncated": m.finish_reasons[0] == "length" if ctx.constrained else None})
         if not chosen:
             status = "empty chosen answer"
