@@ -1,4 +1,4 @@
-# make demo : set up the environment if missing, then run one round of the data loop on the demo set
+# make demo : set up the environment if missing, then run the CPU demo (seed eval + 2 rounds) on the demo set
 # make test : set up the environment if missing, then run the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,8 +10,8 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
-# A CPU-sized round: 16 instructions, short generations. `selftaught run` alone uses the full defaults.
-DEMO_ARGS ?= data.limit=16 pairs.max_tokens=192 pairs.modify_max_tokens=192 judge.n=4 judge.max_tokens=128
+# The CPU-sized demo (conf/preset/cpu_demo.yaml). `selftaught run` alone uses the recipe defaults.
+DEMO_ARGS ?= preset=cpu_demo
 
 demo: setup
 	$(VENV)/bin/selftaught run $(DEMO_ARGS) $(ARGS)

@@ -11,8 +11,15 @@ def compose(overrides: list[str] | None = None):
     return _compose(overrides)
 
 
-def run_round(cfg):
-    """Run (or resume) one round of the data loop; returns a ``RoundResult``."""
-    from selftaught.driver import run_round as _run_round
+def run(cfg):
+    """Run (or resume) every round of ``cfg``; returns a ``RunResult``."""
+    from selftaught.driver import run as _run
 
-    return _run_round(cfg)
+    return _run(cfg)
+
+
+def evaluate(cfg):
+    """Evaluate ``cfg.model.path`` on ``cfg.eval.sets``; returns the eval stage summary (metrics)."""
+    from selftaught.driver import evaluate_model
+
+    return evaluate_model(cfg)

@@ -1,8 +1,10 @@
 """``selftaught <command> [hydra overrides]``: Hydra entry points.
 
-    selftaught run data.limit=40 judge.n=4     # one round of the data loop
+    selftaught run                              # seed eval, then `rounds` rounds (resumes)
+    selftaught run preset=cpu_demo rounds=2     # the CPU-sized demo
     selftaught run --cfg job                    # print the composed config and exit
     selftaught run engine=hf until=pairs        # another engine; stop after a stage
+    selftaught eval model.path=/abs/model eval=llmbar   # evaluate one judge, nothing else
 
 Configs are validated (``config.validate``) before any model or Ray starts; a bad value exits
 with status 2 and one line naming the key.
@@ -20,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from selftaught.config import ConfigError, register_configs, to_object, validate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-COMMANDS = ("run",)
+COMMANDS = ("run", "eval")
 log = logging.getLogger("selftaught")
 
 
@@ -32,16 +34,27 @@ def _typed(cfg: DictConfig):
         raise SystemExit(2) from None
 
 
-def _run(cfg: DictConfig) -> None:
-    from selftaught.driver import run_round
-
-    typed = _typed(cfg)
+def _guarded(fn, typed):
     try:
-        result = run_round(typed)
-    except FileNotFoundError as e:
+        return fn(typed)
+    except (FileNotFoundError, ConfigError) as e:  # missing files, cluster too small for the config
         print(f"selftaught: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"round artifacts: {result.round_dir}\nSFT data: {result.sft_path}")
+
+
+def _run(cfg: DictConfig) -> None:
+    from selftaught.driver import run
+
+    result = _guarded(run, _typed(cfg))
+    print(f"run artifacts: {result.run_dir}")
+    for k, path in sorted(result.models.items()):
+        print(f"  judge after round {k}: {path}")
+
+
+def _eval(cfg: DictConfig) -> None:
+    from selftaught.driver import evaluate_model
+
+    _guarded(evaluate_model, _typed(cfg))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     command = argv.pop(0)
     register_configs()
     sys.argv = [f"selftaught {command}", *argv]  # Hydra parses sys.argv
-    entry = {"run": _run}[command]
+    entry = {"run": _run, "eval": _eval}[command]
     hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(entry)()
 
 

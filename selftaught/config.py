@@ -133,14 +133,101 @@ class JudgeConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    # The model that answers and writes modified instructions (pairs); None = the seed judge
+    # (``model.path``). Pairs are made once by it and reused every round.
+    path: Optional[str] = None
+    # true: each round takes instructions not used by earlier rounds and makes new pairs.
+    fresh_instructions: bool = False
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # "all-linear" or a list of module names.
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    # plain (DDP) | zero2 | zero3; the trainer config group sets this and ``deepspeed``.
+    strategy: str = "zero2"
+    # DeepSpeed JSON; a relative path is looked up in conf/deepspeed/. Ignored for plain.
+    deepspeed: Optional[str] = "zero2.json"
+    num_workers: int = 2  # Ray Train workers (processes)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # only with use_gpu
+    # seed: every round re-trains from the seed model (the recipe); previous: continue.
+    init_from: str = "seed"
+    # Recipe defaults (Wang et al. 2024): lr 1e-6, 100 warmup steps, <= 2 epochs.
+    lr: float = 1e-6
+    warmup_steps: int = 100
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    # Optional check: must equal per_device_batch_size * gradient_accumulation_steps * num_workers.
+    global_batch_size: Optional[int] = None
+    max_seq_length: int = 2048
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    bf16: Optional[bool] = None  # None = bf16 on GPU, float32 on CPU
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    seed: int = 0
+    # Rounds with fewer kept examples than this do not train; the previous judge carries over.
+    min_examples: int = 1
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class EvalSetConfig:
+    # A file or folder (every *.json/*.jsonl in it) in LLMBar or RewardBench format.
+    path: str = "builtin:demo_eval.jsonl"
+    format: str = "auto"  # auto | jsonl | json | parquet (row schema is detected)
+    name: Optional[str] = None  # default: the file or folder stem
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
+    template: str = "judge"
+    limit: Optional[int] = None  # pairs per file
+    max_tokens: int = 256  # reasoning budget; greedy decoding
+    # > 1: also majority vote over this many samples at temperature/top_p (the paper: 32, 0.7/0.9).
+    majority_k: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.9
+    log_samples: int = 32  # judgments per round shown in the tracker's table
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline (no account, no network) | online | disabled
+    project: str = "selftaught"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     name: str = "demo"
-    # Absolute storage root; each run writes under <output_dir>/<name>/round_<k>/<stage>/.
+    # Storage root; each run writes under <output_dir>/<name>/ (made absolute before use).
     output_dir: str = "${oc.env:SELFTAUGHT_RUNS,runs}"
-    round: int = 0
+    # Training rounds (the paper: 5). Round 0 only evaluates the seed; round k judges with the
+    # model of round k-1, trains, and evaluates the new model.
+    rounds: int = 2
     seed: int = 0
-    until: str = "sft_data"  # run the round's stages up to and including this one
+    until: str = "eval"  # run each round's stages up to and including this one
     model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -148,9 +235,15 @@ class RunConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-ALL_STAGES = ["load", "categorize", "select", "pairs", "judge", "sft_data"]
+# Stages of one round. The first four (the pairs) are made once and shared unless
+# generator.fresh_instructions; round 0 runs only "eval" (of the seed).
+DATA_STAGES = ["load", "categorize", "select", "pairs"]
+ALL_STAGES = DATA_STAGES + ["judge", "sft_data", "train", "eval"]
 
 
 def register_configs() -> None:
@@ -175,7 +268,7 @@ def _check(cond: bool, key: str, msg: str) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value that would otherwise fail late; returns ``cfg`` for chaining."""
     _check(bool(cfg.name) and "/" not in cfg.name, "name", f"must be a non-empty name without '/', got {cfg.name!r}")
-    _check(cfg.round >= 0, "round", f"must be >= 0, got {cfg.round}")
+    _check(cfg.rounds >= 0, "rounds", f"must be >= 0, got {cfg.rounds}")
     _check(cfg.until in ALL_STAGES, "until", f"unknown stage {cfg.until!r}; known: {ALL_STAGES}")
     e = cfg.engine
     _check(e.backend in ("vllm", "hf"), "engine.backend", f"must be 'vllm' or 'hf', got {e.backend!r}")
@@ -218,7 +311,56 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(j.max_tokens >= 1, "judge.max_tokens", "must be >= 1")
     for key, max_tok in (("pairs.max_tokens", p.max_tokens), ("judge.max_tokens", j.max_tokens), ("pairs.modify_max_tokens", p.modify_max_tokens)):
         _check(max_tok < cfg.model.max_model_len, key, f"({max_tok}) must be < model.max_model_len ({cfg.model.max_model_len})")
+    validate_train(cfg.train)
+    ev = cfg.eval
+    _check(ev.max_tokens >= 1, "eval.max_tokens", "must be >= 1")
+    _check(ev.max_tokens < cfg.model.max_model_len, "eval.max_tokens", "must be < model.max_model_len")
+    _check(ev.majority_k >= 0, "eval.majority_k", f"must be >= 0, got {ev.majority_k}")
+    _check(ev.limit is None or ev.limit > 0, "eval.limit", f"must be > 0, got {ev.limit}")
+    _check(0 < ev.top_p <= 1, "eval.top_p", "must be in (0, 1]")
+    _check(not ev.enabled or len(ev.sets) > 0, "eval.sets", "needs at least one set when eval.enabled")
+    names = [eval_set_name(x) for x in ev.sets]
+    _check(len(set(names)) == len(names), "eval.sets", f"names must be unique, got {names}")
+    for i, x in enumerate(ev.sets):
+        _check(x.format in ("auto", "jsonl", "json", "parquet"), f"eval.sets.{i}.format", "must be auto|jsonl|json|parquet")
+    t = cfg.tracking
+    _check(t.backend in ("wandb", "none"), "tracking.backend", f"must be wandb|none, got {t.backend!r}")
+    _check(t.mode in ("offline", "online", "disabled"), "tracking.mode", f"must be offline|online|disabled, got {t.mode!r}")
     return cfg
+
+
+def validate_train(t: TrainConfig) -> TrainConfig:
+    """Trainer checks that need no cluster (world size vs GPUs is checked against Ray at launch)."""
+    _check(t.strategy in ("plain", "zero2", "zero3"), "train.strategy", f"must be plain|zero2|zero3, got {t.strategy!r}")
+    _check(t.strategy == "plain" or bool(t.deepspeed), "train.deepspeed", f"a DeepSpeed JSON is needed for {t.strategy}")
+    _check(t.num_workers >= 1, "train.num_workers", f"must be >= 1, got {t.num_workers}")
+    _check(t.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
+    _check(not t.use_gpu or t.gpus_per_worker > 0, "train.gpus_per_worker", "must be > 0 with train.use_gpu")
+    _check(t.init_from in ("seed", "previous"), "train.init_from", f"must be seed|previous, got {t.init_from!r}")
+    _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    _check(t.epochs > 0 or t.max_steps > 0, "train.epochs", "must be > 0 (or set train.max_steps)")
+    _check(t.per_device_batch_size >= 1, "train.per_device_batch_size", "must be >= 1")
+    _check(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
+    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * t.num_workers
+    _check(t.global_batch_size is None or t.global_batch_size == per_step, "train.global_batch_size",
+           f"({t.global_batch_size}) must equal per_device_batch_size x gradient_accumulation_steps x num_workers "
+           f"= {t.per_device_batch_size} x {t.gradient_accumulation_steps} x {t.num_workers} = {per_step}")
+    _check(t.max_seq_length >= 64, "train.max_seq_length", "must be >= 64")
+    _check(t.min_examples >= 1, "train.min_examples", "must be >= 1")
+    _check(not (t.use_gpu is False and t.bf16 is True), "train.bf16", "bf16 training needs train.use_gpu=true here (CPU runs float32)")
+    lo = t.lora
+    if lo.enabled:
+        _check(lo.r >= 1, "train.lora.r", "must be >= 1")
+        _check(0 <= lo.dropout < 1, "train.lora.dropout", "must be in [0, 1)")
+    return t
+
+
+def eval_set_name(s: EvalSetConfig) -> str:
+    if s.name:
+        return s.name
+    base = s.path.split(":", 1)[1] if s.path.startswith("builtin:") else s.path
+    return os.path.splitext(os.path.basename(os.path.normpath(base)))[0]
 
 
 def constrained(cfg: RunConfig) -> bool:

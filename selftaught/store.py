@@ -25,8 +25,9 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 
 class RoundStore:
-    def __init__(self, run_dir: str | Path, round_index: int):
-        self.root = Path(run_dir) / f"round_{round_index}"
+    def __init__(self, run_dir: str | Path, round_index: int | str):
+        # An int is a round (``round_<k>/``); a string names a shared folder (``data/``: the pairs).
+        self.root = Path(run_dir) / (f"round_{round_index}" if isinstance(round_index, int) else round_index)
 
     def dir(self, stage: str) -> Path:
         return self.root / stage

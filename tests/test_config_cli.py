@@ -23,7 +23,12 @@ def test_compose_defaults_and_overrides():
     ("judge.top_p=1.5", "judge.top_p"),
     ("engine.dtype=int4", "engine.dtype"),
     ("ray.concurrency=0", "ray.concurrency"),
-    ("until=train", "until"),
+    ("until=bogus", "until"),
+    ("train.global_batch_size=3", "train.global_batch_size"),
+    ("train.lr=0", "train.lr"),
+    ("train.strategy=zero4", "train.strategy"),
+    ("eval.majority_k=-1", "eval.majority_k"),
+    ("tracking.mode=sometimes", "tracking.mode"),
     ("pairs.max_tokens=4096", "pairs.max_tokens"),
     ("select.categories=[Cooking]", "select.categories"),
     ("+select.quotas.Cooking=3", "select.quotas.Cooking"),
@@ -50,6 +55,7 @@ def test_cli_cfg_job_prints_composed_config():
     (["judge.n=0"], "config error: judge.n: must be >= 1, got 0"),
     (["data.path=/nonexistent/instructions.jsonl"], "data.path: /nonexistent/instructions.jsonl does not exist"),
     (["model.path=/nonexistent/model"], "model.path"),
+    (["eval.sets=[{path:/nonexistent/gold.json}]"], "eval.sets.0.path: /nonexistent/gold.json does not exist"),
 ])
 def test_cli_fails_fast_with_clear_message(args, msg, tmp_path):
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from selftaught import compose, run_round
+from selftaught import compose, run
 from selftaught.driver import run_dir
 from selftaught.io import read_records
 from selftaught.store import MARKER
@@ -45,7 +45,7 @@ def _cfg(tmp_path: Path, backend: str, data: Path, *extra: str):
         f"engine={backend}", f"output_dir={tmp_path}", f"name=e2e-{backend}", f"data.path={data}",
         "data.id_field=id", "judge.n=4", "judge.max_tokens=48", "pairs.max_tokens=64",
         "pairs.modify_max_tokens=96", "pairs.max_instruction_tokens=64",
-        "ray.batch_size=4", *extra,
+        "ray.batch_size=4", "until=sft_data", "tracking.mode=disabled", *extra,
     ])
 
 
@@ -53,25 +53,24 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     data = tmp_path / "instructions.jsonl"
     expected_rejects = _write_instructions(data)
     cfg = _cfg(tmp_path, backend, data, *extra)
-    result = run_round(cfg)
-    root = run_dir(cfg) / "round_0"
-    assert result.round_dir == root and root.is_absolute()
-    for s in STAGES:
+    result = run(cfg)
+    assert result.run_dir == run_dir(cfg) and result.run_dir.is_absolute()
+    for s in STAGES:  # the pairs are shared by all rounds; judging is round 1's
         for f in ("data.parquet", "failures.jsonl", "summary.json", MARKER):
-            assert (root / s / f).is_file(), f"{s}/{f} missing"
+            assert (_dir(result, s) / f).is_file(), f"{s}/{f} missing"
     summ = {s["stage"]: s for s in result.summaries}
     assert [s["stage"] for s in result.summaries] == STAGES
 
     # load: 6 valid rows (5 good + the over-long one), 4 rejects with their lines.
     assert summ["load"]["out"] == 6 and summ["load"]["failed"] == 4
-    fails = [json.loads(x) for x in (root / "load" / "failures.jsonl").read_text().splitlines()]
+    fails = [json.loads(x) for x in (_dir(result, "load") / "failures.jsonl").read_text().splitlines()]
     assert sorted(int(f["source"].rsplit(":", 1)[1]) for f in fails) == sorted(expected_rejects.values())
 
     # categorize: the over-long prompt is reported with its file:line, the round goes on.
-    cat_fail = [json.loads(x) for x in (root / "categorize" / "failures.jsonl").read_text().splitlines()]
+    cat_fail = [json.loads(x) for x in (_dir(result, "categorize") / "failures.jsonl").read_text().splitlines()]
     assert [(f["id"], f["source"], f["status"]) for f in cat_fail] == [
         ("toolong", "instructions.jsonl:9", "prompt too long for model context")]
-    cats = datasets.load_dataset("parquet", data_files=str(root / "categorize" / "data.parquet"))["train"]
+    cats = datasets.load_dataset("parquet", data_files=str(_dir(result, "categorize") / "data.parquet"))["train"]
     assert len(cats) == 5 and set(cats["id"]) == {"g0", "g1", "g2", "g3", "g4"}
     assert all(c in cfg.categorize.categories for c in cats["category"])
     # constrained decoding: every label parses
@@ -85,7 +84,7 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     # failure (x' too long / empty / identical), never a broken format
     assert not any("marked blocks" in k for k in summ["pairs"]["failures"])
     assert summ["pairs"]["out"] >= 1
-    for p in read_records(root / "pairs" / "data.parquet"):
+    for p in read_records(_dir(result, "pairs") / "data.parquet"):
         assert p["chosen"] and p["rejected"] and p["modified_instruction"]
         assert p["modified_instruction"].strip().lower() != p["instruction"].strip().lower()
         assert p["chosen_meta"]["template"].startswith("answer@") and p["rejected_meta"]["template"].startswith("modify@")
@@ -97,18 +96,22 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     assert j["verdict_A"] + j["verdict_B"] == j["samples"]
     if cfg.judge.balance:
         assert j["kept_A"] == j["kept_B"]
-    sft = read_records(root / "sft_data" / "data.parquet")
+    sft = read_records(_dir(result, "sft_data") / "data.parquet")
     assert len(sft) == j["out"] == summ["sft_data"]["out"]
     if sft:  # the file TRL reads: datasets-loadable (datasets cannot load a zero-row parquet)
-        assert len(datasets.load_dataset("parquet", data_files=str(root / "sft_data" / "data.parquet"))["train"]) == len(sft)
+        assert len(datasets.load_dataset("parquet", data_files=str(_dir(result, "sft_data") / "data.parquet"))["train"]) == len(sft)
     for row in sft:
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["system", "user", "assistant"]
         assert row["messages"][-1]["content"].endswith(f"[[{row['verdict']}]]")
         assert row["verdict"] == ("A" if row["order"] == "AB" else "B")
     assert summ["judge"]["completion_tokens"] > 0 and summ["judge"]["seconds"] > 0
-    assert (root / "summary.jsonl").is_file()
+    assert (result.round_dir(1) / "summary.jsonl").is_file()
     return cfg, data, result
+
+
+def _dir(result, stage: str) -> Path:
+    return (result.data_dir if stage in ("load", "categorize", "select", "pairs") else result.round_dir(1)) / stage
 
 
 def result_model(cfg) -> str:
@@ -120,10 +123,10 @@ def result_model(cfg) -> str:
 def test_round_vllm_ray_data_resume_and_invalidation(tmp_path):
     cfg, data, first = _check_round(tmp_path, "vllm")
     # Rerun: everything resumes from markers, nothing is regenerated.
-    again = run_round(cfg)
+    again = run(cfg)
     assert all(s["resumed"] for s in again.summaries)
     # A judge change redoes judge and sft_data only.
-    changed = run_round(_cfg(tmp_path, "vllm", data, "judge.n=1"))
+    changed = run(_cfg(tmp_path, "vllm", data, "judge.n=1"))
     assert [s["stage"] for s in changed.summaries if not s["resumed"]] == ["judge", "sft_data"]
     judged = next(s for s in changed.summaries if s["stage"] == "judge")
     assert judged["samples"] == judged["in"]  # n=1 now

@@ -1,0 +1,290 @@
+"""The SFT step of a round: fine-tune the judge on its own correct judgments (TRL SFTTrainer).
+
+Pure training logic, no Ray: ``train_worker`` is the per-process loop that Ray Train runs on every
+worker (``selftaught.distributed.training``), and it also runs directly in one process with no
+distributed environment (it then sets up a world of size 1 itself).
+
+Loss is on the judgment only: SFT rows (``messages`` = system, user, assistant) become TRL's
+conversational prompt-completion format, so the prompt is masked whatever the chat template
+(SmolLM2's ChatML has no ``{% generation %}`` tags, so ``assistant_only_loss`` cannot be used).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from selftaught.config import LoraConfig, TrainConfig
+
+log = logging.getLogger("selftaught.train")
+
+DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
+METRICS_FILE = "train_metrics.json"
+ADAPTER_DIR = "lora_adapter"  # LoRA runs: the adapter, next to the merged full model
+
+
+def resolve_deepspeed_path(name: str) -> str:
+    """A DeepSpeed JSON path: absolute as given, relative to ``conf/deepspeed/`` otherwise."""
+    p = Path(os.path.expanduser(name))
+    if not p.is_absolute():
+        p = DEEPSPEED_DIR / p
+    if not p.is_file():
+        shipped = sorted(x.name for x in DEEPSPEED_DIR.glob("*.json")) if DEEPSPEED_DIR.is_dir() else []
+        raise FileNotFoundError(f"train.deepspeed: {p} does not exist; shipped: {shipped}")
+    return str(p)
+
+
+def load_deepspeed_config(cfg: TrainConfig) -> Optional[dict]:
+    """The DeepSpeed config dict for zero2/zero3, ``None`` for plain."""
+    if cfg.strategy == "plain":
+        return None
+    with open(resolve_deepspeed_path(cfg.deepspeed or f"{cfg.strategy}.json")) as f:
+        ds = json.load(f)
+    stage = ds.get("zero_optimization", {}).get("stage")
+    want = {"zero2": 2, "zero3": 3}[cfg.strategy]
+    if stage != want:
+        raise ValueError(f"train.deepspeed: {cfg.deepspeed} has zero_optimization.stage={stage}, "
+                         f"but train.strategy={cfg.strategy} needs {want}")
+    return ds
+
+
+def sft_dataset(rows: list[dict]):
+    """SFT rows (``messages``: ..., assistant last) -> a ``datasets.Dataset`` of prompt/completion.
+
+    Only ``prompt`` and ``completion`` are kept (metadata columns such as nested ``judge_meta`` do not
+    go through the trainer).
+    """
+    from datasets import Dataset
+
+    prompts, completions = [], []
+    for i, r in enumerate(rows):
+        msgs = r.get("messages")
+        if not isinstance(msgs, (list, tuple)) or len(msgs) < 2:
+            raise ValueError(f"SFT row {i}: 'messages' must be a list of >= 2 turns, got {type(msgs).__name__}")
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+        if msgs[-1]["role"] != "assistant":
+            raise ValueError(f"SFT row {i}: the last message must be the assistant's judgment, got role {msgs[-1]['role']!r}")
+        prompts.append(msgs[:-1])
+        completions.append(msgs[-1:])
+    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def on_gpu(cfg: TrainConfig) -> bool:
+    import torch
+
+    if not cfg.use_gpu:
+        return False
+    if not torch.cuda.is_available():
+        raise RuntimeError("train.use_gpu=true but CUDA is not available in this worker process")
+    return True
+
+
+def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
+    """bf16 on GPU unless ``train.bf16=false``; always float32 on CPU."""
+    if not gpu:
+        return False
+    return True if cfg.bf16 is None else bool(cfg.bf16)
+
+
+def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
+    """Keyword arguments of ``trl.SFTConfig`` for this TrainConfig."""
+    bf16 = use_bf16(cfg, gpu)
+    kw: dict[str, Any] = dict(
+        output_dir=out_dir,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.epochs if cfg.epochs > 0 else 1.0,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_length=cfg.max_seq_length,
+        # Loss on the completion (the judgment) only; the prompt's labels are -100.
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        packing=False,
+        bf16=bf16,
+        fp16=False,
+        # Without use_cpu, transformers on a GPU-less worker sees world_size=1 and DeepSpeed's
+        # batch-size assertion (train_batch = micro x accum x world) fails.
+        use_cpu=not gpu,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        include_num_input_tokens_seen="non_padding",  # gathered over all processes
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    if cfg.gradient_checkpointing:
+        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if deepspeed is not None:
+        kw["deepspeed"] = deepspeed
+    return kw
+
+
+def peft_config(lora: LoraConfig):
+    """A ``peft.LoraConfig`` for causal-LM LoRA, or ``None`` when disabled."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    target = lora.target_modules
+    if not isinstance(target, str):
+        target = [str(x) for x in target]
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=target, bias="none", task_type="CAUSAL_LM")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_process_env(gpu: bool) -> None:
+    """Called standalone (no launcher): a world of size 1 for accelerate/DeepSpeed. Under Ray Train
+    (or torchrun) RANK/WORLD_SIZE/MASTER_* are already set and nothing changes."""
+    if not gpu:
+        # DeepSpeed must not probe for CUDA on a CPU worker; set before deepspeed is imported.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
+
+
+def _train_cfg(obj: Any) -> TrainConfig:
+    if isinstance(obj, TrainConfig):
+        return obj
+    d = dict(obj)
+    lora = d.pop("lora", None) or {}
+    return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora))
+
+
+def train_worker(config: dict) -> None:
+    """Train on one process (a Ray Train worker, or standalone) and write the model to ``out_dir``.
+
+    ``config``: ``data_path`` (SFT parquet), ``base_model`` (HF folder), ``out_dir`` (absolute; every
+    worker sees the same path: shared filesystem), ``train`` (TrainConfig or its dict).
+    Rank 0 writes ``out_dir``: the full model (LoRA merged into the base), tokenizer, generation
+    config and ``train_metrics.json`` (written last: its presence means the folder is complete).
+    """
+    cfg = _train_cfg(config["train"])
+    gpu = on_gpu(cfg)
+    _ensure_process_env(gpu)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from selftaught.io import read_records
+
+    data_path, base_model, out_dir = str(config["data_path"]), str(config["base_model"]), str(config["out_dir"])
+    rows = read_records(data_path)
+    dataset = sft_dataset(rows)
+    ds_cfg = load_deepspeed_config(cfg)
+    bf16 = use_bf16(cfg, gpu)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
+    # partitions the weights at load (zero.Init) instead of materialising them on every rank.
+    args = SFTConfig(**sft_config_kwargs(cfg, out_dir, gpu, ds_cfg))
+    if ds_cfg is not None:
+        # DeepSpeed's comm layer must know the real world before zero.Init reads the batch config
+        # (else it assumes world_size=1 and its batch-size assertion fails). Reuses the process
+        # group Ray Train already created; creates one (env://) when run standalone.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    lora = peft_config(cfg.lora)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    # The trainer's own clock: the training loop only, not DeepSpeed's engine set-up (on a fresh
+    # CPU machine that includes a one-off JIT build of its shm comm op).
+    seconds = float(out.metrics.get("train_runtime") or wall)
+    state = trainer.state
+    world = trainer.args.world_size
+
+    save_dir = os.path.join(out_dir, ADAPTER_DIR) if lora is not None else out_dir
+    trainer.save_model(save_dir)  # every rank calls it (ZeRO-3 gathers); rank 0 writes
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        tokenizer.save_pretrained(out_dir)
+        if lora is not None:
+            _merge_lora(trainer, base_model, save_dir, out_dir, dtype)
+        _ensure_generation_config(base_model, out_dir)
+        tokens = int(state.num_input_tokens_seen or 0)
+        metrics = {
+            "train_loss": float(out.training_loss),
+            "steps": int(state.global_step),
+            "examples": len(dataset),
+            "epochs": float(state.epoch or 0.0),
+            "tokens": tokens,  # non-padding input tokens, summed over all workers
+            "seconds": round(seconds, 3),
+            "wall_seconds": round(wall, 3),  # train() including engine set-up
+            "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
+            "world_size": int(world),
+            "strategy": cfg.strategy,
+            "dtype": "bfloat16" if bf16 else "float32",
+            "lora": bool(lora is not None),
+            "log_history": list(state.log_history),
+        }
+        tmp = os.path.join(out_dir, METRICS_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=2, default=float)
+        os.replace(tmp, os.path.join(out_dir, METRICS_FILE))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no worker returns before rank 0 has written the folder
+
+
+def _merge_lora(trainer, base_model: str, adapter_dir: str, out_dir: str, dtype) -> None:
+    """Rank 0: load the base again (plain, unsharded), apply the saved adapter, merge, save full weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    try:  # a live ZeRO-3 config would make from_pretrained partition the weights on rank 0 alone
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except ImportError:
+        pass
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    with torch.no_grad():
+        merged.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _ensure_generation_config(base_model: str, out_dir: str) -> None:
+    if os.path.isfile(os.path.join(out_dir, "generation_config.json")):
+        return
+    src = os.path.join(base_model, "generation_config.json")
+    if os.path.isfile(src):
+        shutil.copy(src, out_dir)
+        return
+    from transformers import AutoConfig, GenerationConfig
+
+    GenerationConfig.from_model_config(AutoConfig.from_pretrained(out_dir)).save_pretrained(out_dir)
+
+
+def train_config_dict(cfg: TrainConfig) -> dict:
+    """A plain dict of a TrainConfig (what crosses to Ray workers)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,91 @@
+"""Eval metrics (both orders, consistency, parse failures never a win, majority vote) and the eval
+set loader on the real shared LLMBar files and the shipped demo set."""
+from pathlib import Path
+
+import pytest
+
+from selftaught.config import EvalConfig, EvalSetConfig
+from selftaught.eval_data import load_eval_sets
+from selftaught.stages.evaluate import _majority, flat, format_metrics, metrics
+
+LLMBAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "llmbar"
+
+
+def _row(pid, order, verdict, subset="s1", votes=None):
+    gold = "A" if order == "AB" else "B"
+    maj = _majority(votes) if votes is not None else None
+    return {"eval_id": pid, "set": "gold", "subset": subset, "order": order, "gold": gold, "status": "ok",
+            "verdict": verdict, "correct": verdict == gold, "votes": votes, "majority": maj,
+            "majority_correct": (maj == gold) if votes is not None else None}
+
+
+def test_metrics_orders_consistency_and_parse_failures():
+    rows = [
+        _row("p1", "AB", "A"), _row("p1", "BA", "B"),  # right both ways: consistent
+        _row("p2", "AB", "A"), _row("p2", "BA", "A"),  # always "A": position-biased, inconsistent
+        _row("p3", "AB", None), _row("p3", "BA", "B"),  # a parse failure is wrong, not a win
+        _row("p4", "AB", "B", subset="s2"), _row("p4", "BA", "A", subset="s2"),  # wrong both ways: consistent
+        {**_row("p5", "AB", None), "status": "prompt too long for model context", "correct": None},
+        {**_row("p5", "BA", None), "status": "prompt too long for model context", "correct": None},
+    ]
+    m = metrics(rows)
+    g = m["gold"]
+    assert g["pairs"] == 4 and g["skipped_too_long"] == 1
+    assert g["acc_AB"] == 0.5 and g["acc_BA"] == 0.5 and g["accuracy"] == 0.5
+    assert g["consistency"] == 0.5  # p1, p4 consistent; p2 inconsistent; p3 unparsed
+    assert g["both_orders_correct"] == 0.25
+    assert g["parse_failure_rate"] == 0.125
+    assert g["verdict_A_rate"] == round(4 / 7, 4)
+    assert m["gold/s2"]["accuracy"] == 0.0 and m["gold/s1"]["pairs"] == 3
+    assert flat(m)["eval/gold/accuracy"] == 0.5
+    assert "gold/s2" in format_metrics(m)
+
+
+def test_majority_vote_ties_and_no_votes_lose():
+    assert _majority(["A", "A", "B"]) == "A"
+    assert _majority(["A", "B"]) is None and _majority([None, None]) is None
+    rows = [_row("p1", "AB", "B", votes=["A", "A", "B"]), _row("p1", "BA", "A", votes=["A", "B"])]
+    g = metrics(rows)["gold"]
+    assert g["accuracy"] == 0.0 and g["majority_accuracy"] == 0.5
+
+
+def test_demo_eval_set_ships_and_loads():
+    pairs, failures = load_eval_sets(EvalConfig())
+    assert len(pairs) == 48 and not failures
+    assert {p["subset"] for p in pairs} == {"factual", "math", "instruction-following", "adversarial"}
+    assert len({p["eval_id"] for p in pairs}) == 48
+
+
+@pytest.mark.skipif(not LLMBAR.is_dir(), reason="shared LLMBar files not present")
+def test_llmbar_folder_is_one_set_with_a_subset_per_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "subset": "x"}\n{"prompt": "p"}\nnot json\n')
+    cfg = EvalConfig(sets=[EvalSetConfig(path=str(LLMBAR), name="llmbar"), EvalSetConfig(path=str(bad), name="mine")])
+    pairs, failures = load_eval_sets(cfg)
+    llmbar = [p for p in pairs if p["set"] == "llmbar"]
+    assert len(llmbar) == 100 + 134 + 92 + 47 + 46
+    assert {p["subset"] for p in llmbar} == {"Natural", "Adversarial_Neighbor", "Adversarial_GPTInst",
+                                             "Adversarial_GPTOut", "Adversarial_Manual"}
+    # Malformed rows: reported with file and line, counted, the rest kept.
+    assert [p["subset"] for p in pairs if p["set"] == "mine"] == ["x"]
+    assert sorted(f["source"].rsplit(":", 1)[1] for f in failures) == ["2", "3"]
+
+
+def test_cli_eval_alone_with_majority_vote(tmp_path, tiny_model_path):
+    """``selftaught eval``: the eval stage alone on a real (tiny, random) model, in-process engine."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "selftaught.cli", "eval", f"model.path={tiny_model_path}", f"output_dir={tmp_path}",
+         "name=ev", "engine=hf", "engine.constrained=true", "engine.threads=1", "ray.enabled=false",
+         "eval.limit=3", "eval.max_tokens=4", "eval.majority_k=3"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "ev" / "standalone" / "eval" / "summary.json").read_text())
+    m = summary["metrics"]["demo_eval"]
+    assert summary["model"] == tiny_model_path and summary["in"] == 6 and summary["out"] == 6
+    assert m["pairs"] == 3 and m["parse_failure_rate"] == 0.0  # constrained: every verdict parses
+    assert 0 <= m["majority_accuracy"] <= 1 and m["acc_AB"] is not None
+    assert "demo_eval" in out.stdout and "majority_accuracy" in out.stdout
