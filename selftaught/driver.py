@@ -106,8 +106,8 @@ class Run:
         # Fail fast, before Ray or any engine starts: data, models, templates, eval files.
         self.data_path = io.resolve_data_path(cfg.data.path)
         self.seed = Model(resolve_model(cfg.model), cfg.model.path)
-        self.generator = (Model(resolve_model(replace(cfg.model, path=cfg.generator.path)), cfg.generator.path)
-                          if cfg.generator.path else self.seed)
+        self.gen_engine = cfg.generator.engine or cfg.engine
+        self.generator = self._generator_model()
         self.constrained = constrained(cfg)
         for name in (cfg.categorize.template, cfg.pairs.answer_template, cfg.pairs.modify_template,
                      cfg.judge.template, cfg.eval.template):
@@ -115,25 +115,41 @@ class Run:
         self.eval_on = "eval" in self.stages and cfg.eval.enabled
         if self.eval_on:
             eval_data.fingerprint(cfg.eval)
+        # In-process engines (ray.enabled=false): one runner per engine config.
         self.local = None if cfg.ray.enabled else LocalRunner(cfg.engine, cfg.ray.batch_size)
+        self.local_gen = (None if cfg.ray.enabled or cfg.generator.engine is None
+                          else LocalRunner(cfg.generator.engine, cfg.ray.batch_size))
         self.summaries: list[dict] = []
         self.tracker = None
+
+    def _generator_model(self) -> Model:
+        cfg, e = self.cfg, self.gen_engine
+        if e.backend == "openai":  # a served model: the server is the model; a local path only tokenizes
+            path = resolve_model(replace(cfg.model, path=cfg.generator.path)) if cfg.generator.path else self.seed.path
+            return Model(path, f"openai:{e.api_model}@{e.base_url}")
+        if cfg.generator.path:
+            return Model(resolve_model(replace(cfg.model, path=cfg.generator.path)), cfg.generator.path)
+        return self.seed
 
     # -- helpers -------------------------------------------------------------------------------
     def ctx(self, k: int, model: Model) -> StageContext:
         return StageContext(round=k, model_path=model.path, constrained=self.constrained,
                             max_model_len=self.cfg.model.max_model_len, seed=self.cfg.seed)
 
-    def generate(self, fn: StageFn, records: list[dict], stage_cfg: object, desc: str, ctx: StageContext) -> list[dict]:
-        if self.local is not None:
-            return self.local.run(fn, records, stage_cfg, ctx, desc)
-        return run_with_ray(fn, records, stage_cfg, self.cfg.engine, self.cfg.ray, ctx, desc)
+    def generate(self, fn: StageFn, records: list[dict], stage_cfg: object, desc: str, ctx: StageContext,
+                 generator: bool = False) -> list[dict]:
+        engine_cfg = self.gen_engine if generator else self.cfg.engine
+        local = (self.local_gen or self.local) if generator else self.local
+        if local is not None:
+            return local.run(fn, records, stage_cfg, ctx, desc)
+        return run_with_ray(fn, records, stage_cfg, engine_cfg, self.cfg.ray, ctx, desc)
 
     def close_engines(self) -> None:
         """No engine outlives its stage's model: Ray Data's actor pools end with their stage; the
-        in-process engine is closed here, before training needs the memory."""
-        if self.local is not None:
-            self.local.close()
+        in-process engines are closed here, before training needs the memory."""
+        for local in (self.local, self.local_gen):
+            if local is not None:
+                local.close()
 
     def _stage(self, store: RoundStore, k: int, stage: str, h: str, n_in: int,
                compute: Callable[[], tuple[list[dict], list[dict], dict]]) -> tuple[list[dict], dict]:
@@ -178,7 +194,7 @@ class Run:
         h = config_hash(h, "categorize", cfg.categorize, gen, load_template(cfg.categorize.template).id)
 
         def do_categorize():
-            rows = self.generate(categorize.process, records, cfg.categorize, "categorize", ctx)
+            rows = self.generate(categorize.process, records, cfg.categorize, "categorize", ctx, generator=True)
             ok, bad = _split(rows)
             return ok, bad, {"unparsed": sum(not r["category_parsed"] for r in ok),
                              "categories": select.category_counts(ok)}
@@ -206,7 +222,7 @@ class Run:
         h = config_hash(h, "pairs", cfg.pairs, gen, tids)
 
         def do_pairs():
-            ok, bad = _split(self.generate(pairs.process, records, cfg.pairs, "pairs", ctx))
+            ok, bad = _split(self.generate(pairs.process, records, cfg.pairs, "pairs", ctx, generator=True))
             return ok, bad, {"x_closed_at_token_bound": sum(bool((r["rejected_meta"] or {}).get("x_truncated")) for r in ok)}
 
         records, _ = self._stage(store, k, "pairs", h, len(records), do_pairs)
@@ -261,7 +277,9 @@ class Run:
             if self.tracker is not None:
                 self.tracker.log_train_history(k, res.log_history)
             return [], [], {"skipped": False, "examples": len(sft_rows), "base_model": base.path,
-                            "model_path": res.model_path, **res.metrics}
+                            "model_path": res.model_path,
+                            # the trainer's own clock; the stage's "seconds" is the whole wall time
+                            **{("train_seconds" if m == "seconds" else m): v for m, v in res.metrics.items()}}
 
         _, summary = self._stage(store, k, "train", h, len(sft_rows), do_train)
         if summary.get("skipped"):
@@ -350,6 +368,8 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
     """One row of the run summary: eval metrics, judge yield, training and per-stage wall time."""
     row: dict = {"round": k, "model": model.path}
     for s in summaries:
+        if s.get("round") != k:  # the shared pairs belong to the round that made them
+            continue
         st = s["stage"]
         row[f"seconds/{st}"] = s.get("seconds")
         if st == "eval":

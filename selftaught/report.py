@@ -55,11 +55,16 @@ def _is_loss(k: str) -> bool:
     return k.startswith("train/") and k.endswith("loss")
 
 
+SET_COLUMNS = ("acc_AB", "acc_BA", "consistency", "parse_failure_rate", "majority_accuracy")
+
+
 def default_columns(rows: Sequence[dict]) -> list[str]:
     """``round``, every ``*/accuracy`` key, the other ``eval/`` keys, then train loss."""
     keys = [k for k in _keys(rows) if k != "round"]
     acc = [k for k in keys if k.endswith("/accuracy")]
-    other_eval = [k for k in keys if k.startswith(EVAL_PREFIX) and k not in acc]
+    # Per set (not per subset): both orders, consistency, parse failures; the rest is in the CSV.
+    other_eval = [k for k in keys if k.startswith(EVAL_PREFIX) and k not in acc and k.count("/") == 2
+                  and k.rsplit("/", 1)[1] in SET_COLUMNS]
     loss = [k for k in keys if _is_loss(k)]
     # One loss column: the trainer's final train_loss when there, else whatever loss was logged.
     loss = [k for k in loss if k.endswith("train_loss")][:1] or loss[:1]
@@ -154,7 +159,7 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     rows = _sorted(rows)
-    fig = Figure(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(9, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     rounds_seen: set[int] = set()
@@ -162,8 +167,10 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
     colors = [f"C{i % 10}" for i in range(len(sets))]
     for prefix, color in zip(sets, colors):
         label = _header(prefix)
-        for metric, style, width, suffix in (("accuracy", "-", 2.0, ""), ("acc_AB", "--", 1.2, " (AB)"),
-                                             ("acc_BA", ":", 1.2, " (BA)")):
+        subset = prefix.count("/") > 1  # eval/<set>/<subset>: overall line only, thinner
+        styles = (("accuracy", "-", 1.2 if subset else 2.0, ""),) if subset else (
+            ("accuracy", "-", 2.0, ""), ("acc_AB", "--", 1.2, " (AB)"), ("acc_BA", ":", 1.2, " (BA)"))
+        for metric, style, width, suffix in styles:
             pts = [(r["round"], r[f"{prefix}/{metric}"]) for r in rows
                    if _is_num(r.get("round")) and _is_num(r.get(f"{prefix}/{metric}"))
                    and not _missing(r.get(f"{prefix}/{metric}"))]
@@ -181,7 +188,7 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
         lo, hi = min(rounds_seen), max(rounds_seen)
         pad = 0.5 if lo == hi else 0.2
         ax.set_xlim(lo - pad, hi + pad)
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     else:
         ax.text(0.5, 0.5, "no accuracy metrics yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])

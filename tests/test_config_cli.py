@@ -65,3 +65,25 @@ def test_cli_fails_fast_with_clear_message(args, msg, tmp_path):
     assert "Traceback" not in out.stderr
     assert time.perf_counter() - t0 < 60  # before Ray or any engine starts
     assert not (tmp_path / "demo" / "round_0" / "categorize").exists()
+
+
+def test_hydra_sweep_one_run_dir_and_wandb_run_per_point(tmp_path, tiny_model_path):
+    """``selftaught run -m``: a 2-point sweep (seed eval only, tiny model, in-process engine)."""
+    import json
+
+    out = subprocess.run(
+        [*CLI, "run", "-m", "eval.max_tokens=2,4", f"output_dir={tmp_path}", "name=sweep", "rounds=0",
+         f"model.path={tiny_model_path}", "engine=hf", "engine.constrained=true", "engine.threads=1",
+         "ray.enabled=false", "eval.limit=2", "tracking.mode=offline"],
+        capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "WANDB_DATA_DIR": str(tmp_path / "wd"), "WANDB_CACHE_DIR": str(tmp_path / "wc")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    points = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sweep-"))
+    assert points == ["sweep-eval.max_tokens=2", "sweep-eval.max_tokens=4"]
+    ids = set()
+    for p in points:
+        ev = json.loads((tmp_path / p / "round_0" / "eval" / "summary.json").read_text())
+        assert ev["metrics"]["demo_eval"]["pairs"] == 2
+        assert list((tmp_path / p / "wandb").glob("offline-run-*"))
+        ids.add(json.loads((tmp_path / p / "tracking.json").read_text())["run_id"])
+    assert len(ids) == 2  # one W&B run per point
