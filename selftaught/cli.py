@@ -5,6 +5,8 @@
     selftaught run --cfg job                    # print the composed config and exit
     selftaught run engine=hf until=pairs        # another engine; stop after a stage
     selftaught eval model.path=/abs/model eval=llmbar   # evaluate one judge, nothing else
+    selftaught submit --address http://head:8265 --storage /abs/shared/runs -- rounds=2 cluster=gpu_node
+                                                # the same run as a Ray job (see distributed/submit.py)
 
 Configs are validated (``config.validate``) before any model or Ray starts; a bad value exits
 with status 2 and one line naming the key.
@@ -22,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from selftaught.config import ConfigError, register_configs, to_object, validate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-COMMANDS = ("run", "eval")
+COMMANDS = ("run", "eval", "submit")
 log = logging.getLogger("selftaught")
 
 
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command = argv.pop(0)
+    if command == "submit":  # not a Hydra app: it ships `run` overrides to a Ray cluster as a job
+        from selftaught.distributed.submit import main as submit_main
+
+        raise SystemExit(submit_main(argv))
     register_configs()
     sys.argv = [f"selftaught {command}", *argv]  # Hydra parses sys.argv
     entry = {"run": _run, "eval": _eval}[command]

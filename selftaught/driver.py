@@ -132,6 +132,24 @@ class Run:
         return self.seed
 
     # -- helpers -------------------------------------------------------------------------------
+    def check_cluster(self, train: bool) -> None:
+        """Engine replicas (x tensor parallel) and trainer workers vs the Ray cluster, before any
+        engine starts; on a cluster, output_dir must be absolute (shared storage)."""
+        from selftaught.distributed.generation import check_generation_resources, check_shared_storage, ensure_ray
+
+        cfg = self.cfg
+        check_shared_storage(cfg.output_dir, cfg.ray)
+        if cfg.ray.enabled or train:
+            ensure_ray(cfg.ray)
+        if cfg.ray.enabled:
+            check_generation_resources(cfg.engine, cfg.ray)
+            if cfg.generator.engine is not None:
+                check_generation_resources(cfg.generator.engine, cfg.ray, key="generator.engine")
+        if train:
+            from selftaught.distributed.training import check_train_resources
+
+            check_train_resources(cfg.train, cfg.ray)
+
     def ctx(self, k: int, model: Model) -> StageContext:
         return StageContext(round=k, model_path=model.path, constrained=self.constrained,
                             max_model_len=self.cfg.model.max_model_len, seed=self.cfg.seed)
@@ -310,12 +328,7 @@ class Run:
 
         cfg = self.cfg
         rounds = cfg.rounds if "train" in self.stages else min(cfg.rounds, 1)
-        if rounds >= 1 and "train" in self.stages:  # world size vs the cluster, before any engine starts
-            from selftaught.distributed.generation import ensure_ray
-            from selftaught.distributed.training import check_train_resources
-
-            ensure_ray(cfg.ray)
-            check_train_resources(cfg.train, cfg.ray)
+        self.check_cluster(train=rounds >= 1 and "train" in self.stages)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tracker = make_tracker(cfg.tracking, self.run_dir, cfg.name, _config_dict(cfg))
         result = RunResult(self.run_dir)
@@ -417,6 +430,7 @@ def evaluate_model(cfg: RunConfig) -> dict:
     """``selftaught eval``: the eval stage alone on ``model.path``, under ``<run>/standalone/eval/``."""
     cfg = replace(cfg, until="eval", eval=replace(cfg.eval, enabled=True))
     r = Run(cfg)
+    r.check_cluster(train=False)
     try:
         _, summary = r.evaluate(RoundStore(r.run_dir, "standalone"), 0, r.seed)
     finally:

