@@ -59,7 +59,7 @@ def _sweep_name(cfg: DictConfig) -> None:
     swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(
         [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]) if o.is_sweep_override()}
     point = [o for o in hc.overrides.task if o.split("=", 1)[0] in swept]
-    suffix = ",".join(point).replace("/", "_").replace(" ", "")
+    suffix = ",".join(point).replace("/", "_").replace(" ", "") or f"job{hc.job.num}"  # e.g. a config-defined sweep
     if suffix:
         cfg.name = f"{cfg.name}-{suffix}"
 

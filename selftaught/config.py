@@ -35,6 +35,9 @@ RECIPE_CATEGORIES = [
 
 EMBEDDED_MODEL = "embedded:smollm2"
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
+# transformers SchedulerType values usable without extra scheduler kwargs.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 
 
 class ConfigError(ValueError):
@@ -285,8 +288,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.rounds >= 0, "rounds", f"must be >= 0, got {cfg.rounds}")
     _check(cfg.until in ALL_STAGES, "until", f"unknown stage {cfg.until!r}; known: {ALL_STAGES}")
     validate_engine(cfg.engine, "engine")
+    # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
+    _check(cfg.engine.backend != "openai", "engine.backend",
+           "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")
     if cfg.generator.engine is not None:
         validate_engine(cfg.generator.engine, "generator.engine")
+    _check(not cfg.generator.fresh_instructions or cfg.select.limit is not None or bool(cfg.select.quotas),
+           "generator.fresh_instructions", "needs select.limit or select.quotas (else round 1 uses every instruction)")
     r = cfg.ray
     _check(r.concurrency >= 1, "ray.concurrency", f"must be >= 1, got {r.concurrency}")
     _check(r.batch_size >= 1, "ray.batch_size", f"must be >= 1, got {r.batch_size}")
@@ -325,7 +333,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     ev = cfg.eval
     _check(ev.max_tokens >= 1, "eval.max_tokens", "must be >= 1")
     _check(ev.max_tokens < cfg.model.max_model_len, "eval.max_tokens", "must be < model.max_model_len")
-    _check(ev.majority_k >= 0, "eval.majority_k", f"must be >= 0, got {ev.majority_k}")
+    _check(ev.majority_k == 0 or ev.majority_k > 1, "eval.majority_k", f"must be 0 (off) or > 1, got {ev.majority_k}")
+    _check(ev.temperature >= 0, "eval.temperature", "must be >= 0")
     _check(ev.limit is None or ev.limit > 0, "eval.limit", f"must be > 0, got {ev.limit}")
     _check(0 < ev.top_p <= 1, "eval.top_p", "must be in (0, 1]")
     _check(not ev.enabled or len(ev.sets) > 0, "eval.sets", "needs at least one set when eval.enabled")
@@ -374,6 +383,9 @@ def validate_train(t: TrainConfig) -> TrainConfig:
            f"({t.global_batch_size}) must equal per_device_batch_size x gradient_accumulation_steps x num_workers "
            f"= {t.per_device_batch_size} x {t.gradient_accumulation_steps} x {t.num_workers} = {per_step}")
     _check(t.max_seq_length >= 64, "train.max_seq_length", "must be >= 64")
+    _check(t.lr_scheduler in LR_SCHEDULERS, "train.lr_scheduler", f"must be one of {'|'.join(LR_SCHEDULERS)}, got {t.lr_scheduler!r}")
+    _check(t.logging_steps >= 1, "train.logging_steps", "must be >= 1")
+    _check(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     _check(t.min_examples >= 1, "train.min_examples", "must be >= 1")
     _check(not (t.use_gpu is False and t.bf16 is True), "train.bf16", "bf16 training needs train.use_gpu=true here (CPU runs float32)")
     lo = t.lora
@@ -395,6 +407,18 @@ def constrained(cfg: RunConfig) -> bool:
     if cfg.engine.constrained is not None:
         return cfg.engine.constrained
     return cfg.model.path == EMBEDDED_MODEL
+
+
+def generator_constrained(cfg: RunConfig) -> bool:
+    """The generator's own setting when it has an engine; a served model (openai) is off by default
+    (forced prefixes and stop-delimited fields need a vLLM server)."""
+    e = cfg.generator.engine
+    if e is None:
+        return constrained(cfg) if cfg.generator.path is None else (
+            cfg.engine.constrained if cfg.engine.constrained is not None else cfg.generator.path == EMBEDDED_MODEL)
+    if e.constrained is not None:
+        return e.constrained
+    return e.backend != "openai" and (cfg.generator.path or cfg.model.path) == EMBEDDED_MODEL
 
 
 def config_hash(*parts: Any) -> str:

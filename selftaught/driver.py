@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from selftaught import eval_data, io
-from selftaught.config import (ALL_STAGES, DATA_STAGES, RunConfig, abspath, config_hash, constrained,
+from selftaught.config import (ALL_STAGES, RunConfig, abspath, config_hash, constrained, generator_constrained,
                                validate)
 from selftaught.distributed.generation import LocalRunner, StageFn, run_with_ray
 from selftaught.models import resolve_model
@@ -58,6 +58,18 @@ class RunResult:
     @property
     def data_dir(self) -> Path:
         return self.run_dir / SHARED
+
+
+def _local_model(path: str, name: str) -> Model:
+    """A model whose id is its name plus its weights' sizes and mtimes: results cached for old
+    weights at the same path (a retrained round, a re-evaluated folder) are never reused."""
+    fp = []
+    p = Path(path)
+    if p.is_dir():
+        for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("config.json")):
+            st = f.stat()
+            fp.append([f.name, st.st_size, st.st_mtime_ns])
+    return Model(path, f"{name}#{config_hash(fp)}" if fp else name)
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -105,10 +117,11 @@ class Run:
         self.stages = ALL_STAGES[: ALL_STAGES.index(cfg.until) + 1]
         # Fail fast, before Ray or any engine starts: data, models, templates, eval files.
         self.data_path = io.resolve_data_path(cfg.data.path)
-        self.seed = Model(resolve_model(cfg.model), cfg.model.path)
+        self.seed = _local_model(resolve_model(cfg.model), cfg.model.path)
         self.gen_engine = cfg.generator.engine or cfg.engine
         self.generator = self._generator_model()
         self.constrained = constrained(cfg)
+        self.gen_constrained = generator_constrained(cfg)
         for name in (cfg.categorize.template, cfg.pairs.answer_template, cfg.pairs.modify_template,
                      cfg.judge.template, cfg.eval.template):
             load_template(name)
@@ -128,7 +141,7 @@ class Run:
             path = resolve_model(replace(cfg.model, path=cfg.generator.path)) if cfg.generator.path else self.seed.path
             return Model(path, f"openai:{e.api_model}@{e.base_url}")
         if cfg.generator.path:
-            return Model(resolve_model(replace(cfg.model, path=cfg.generator.path)), cfg.generator.path)
+            return _local_model(resolve_model(replace(cfg.model, path=cfg.generator.path)), cfg.generator.path)
         return self.seed
 
     # -- helpers -------------------------------------------------------------------------------
@@ -150,8 +163,9 @@ class Run:
 
             check_train_resources(cfg.train, cfg.ray)
 
-    def ctx(self, k: int, model: Model) -> StageContext:
-        return StageContext(round=k, model_path=model.path, constrained=self.constrained,
+    def ctx(self, k: int, model: Model, generator: bool = False) -> StageContext:
+        return StageContext(round=k, model_path=model.path,
+                            constrained=self.gen_constrained if generator else self.constrained,
                             max_model_len=self.cfg.model.max_model_len, seed=self.cfg.seed)
 
     def generate(self, fn: StageFn, records: list[dict], stage_cfg: object, desc: str, ctx: StageContext,
@@ -198,8 +212,8 @@ class Run:
         """load → categorize → select → pairs with the generator model; shared unless fresh per round."""
         cfg = self.cfg
         shared = RoundStore(self.run_dir, SHARED)
-        gen = (self.generator.id, self.constrained, cfg.model.max_model_len)
-        ctx = self.ctx(k, self.generator)
+        gen = (self.generator.id, self.gen_constrained, cfg.model.max_model_len)
+        ctx = self.ctx(k, self.generator, generator=True)
         h = config_hash("load", cfg.data, _data_fingerprint(self.data_path))
 
         def do_load():
@@ -302,7 +316,8 @@ class Run:
         _, summary = self._stage(store, k, "train", h, len(sft_rows), do_train)
         if summary.get("skipped"):
             return Model(previous.path, previous.id), summary
-        return Model(summary["model_path"], f"round_{k}/train@{h}"), summary
+        # The weights' own fingerprint too: a model trained again at the same path is a new judge.
+        return _local_model(summary["model_path"], f"round_{k}/train@{h}"), summary
 
     def evaluate(self, store: RoundStore, k: int, model: Model) -> tuple[list[dict], dict]:
         cfg = self.cfg

@@ -114,7 +114,8 @@ def run_with_ray(fn: StageFn, records: list[dict], stage_cfg: object, engine_cfg
     n_blocks = max(1, -(-len(indexed) // ray_cfg.batch_size))
     tp = _TensorParallelPlacement(engine_cfg, ray_cfg) if _uses_tp(engine_cfg) else None
     resources: dict[str, Any] = ({"num_gpus": None, "num_cpus": ray_cfg.num_cpus_per_actor, "ray_remote_args_fn": tp}
-                                 if tp else {"num_gpus": ray_cfg.num_gpus_per_actor or None, "num_cpus": ray_cfg.num_cpus_per_actor})
+                                 if tp else {"num_gpus": replica_resources(engine_cfg, ray_cfg)[0] or None,
+                                             "num_cpus": ray_cfg.num_cpus_per_actor})  # openai: no GPU
     ds = ray.data.from_items(indexed, override_num_blocks=n_blocks).map_batches(
         _StageActor,
         fn_constructor_kwargs={"fn": fn, "stage_cfg": stage_cfg, "engine_cfg": engine_cfg, "ctx": ctx},
