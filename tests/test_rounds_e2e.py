@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from selftaught import compose, run
 from selftaught.io import read_records
 from selftaught.store import MARKER
+from conftest import TINY_TWO_ROUNDS
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +50,8 @@ def env(tmp_path_factory):
 
 
 def _cfg(tmp_path: Path, tiny: str, data: Path):
-    return compose([
-        f"output_dir={tmp_path}", "name=rounds", f"model.path={tiny}", "generator.path=embedded:smollm2",
-        f"data.path={data}", "data.limit=4",
-        "engine=hf", "engine.constrained=true", "engine.threads=1", "rounds=2",
-        "ray.batch_size=8", "ray.num_cpus=2",
-        "judge.n=2", "judge.max_tokens=16", "judge.balance=false",
-        "pairs.max_tokens=24", "pairs.modify_max_tokens=32", "pairs.max_instruction_tokens=32",
-        "categorize.max_tokens=24", "eval.limit=4", "eval.max_tokens=8",
-        "trainer=zero2", "train.num_workers=2", "train.lr=1e-3", "train.warmup_steps=0", "train.epochs=1",
-        "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_seq_length=512",
-        "tracking.mode=offline",
-    ])
+    return compose([f"output_dir={tmp_path}", "name=rounds", f"model.path={tiny}", f"data.path={data}",
+                    "ray.num_cpus=2", *TINY_TWO_ROUNDS])
 
 
 def test_two_rounds_zero2_resume(tmp_path, tiny_model_path, env):

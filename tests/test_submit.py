@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_TWO_ROUNDS
 from selftaught.config import ConfigError
 from selftaught.distributed import submit
 from selftaught.distributed.submit import (EXCLUDES, PROJECT_ROOT, build_entrypoint, build_runtime_env, job_logs,
@@ -219,16 +220,7 @@ def test_submit_two_rounds_as_ray_job(ray_head, smollm2_path, monkeypatch, capsy
         tiny = build_tiny_model(storage / "tiny_llama", smollm2_path)
         data = storage / "instructions.jsonl"
         data.write_text("".join(json.dumps({"id": f"i{i}", "instruction": t}) + "\n" for i, t in enumerate(INSTRUCTIONS)))
-        overrides = [  # tests/test_rounds_e2e.py::_cfg, minus output_dir (the storage) and ray.num_cpus
-            "name=job", f"model.path={tiny}", "generator.path=embedded:smollm2", f"data.path={data}", "data.limit=4",
-            "engine=hf", "engine.constrained=true", "engine.threads=1", "rounds=2", "ray.batch_size=8",
-            "judge.n=2", "judge.max_tokens=16", "judge.balance=false",
-            "pairs.max_tokens=24", "pairs.modify_max_tokens=32", "pairs.max_instruction_tokens=32",
-            "categorize.max_tokens=24", "eval.limit=4", "eval.max_tokens=8",
-            "trainer=zero2", "train.num_workers=2", "train.lr=1e-3", "train.warmup_steps=0", "train.epochs=1",
-            "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_seq_length=512",
-            "tracking.mode=offline",
-        ]
+        overrides = ["name=job", f"model.path={tiny}", f"data.path={data}", *TINY_TWO_ROUNDS]
         wb = storage / "wandb_home"
         env = {"WANDB_DATA_DIR": str(wb / "data"), "WANDB_CACHE_DIR": str(wb / "cache"), "WANDB_CONFIG_DIR": str(wb / "cfg")}
         if os.environ.get("SELFTAUGHT_CACHE"):

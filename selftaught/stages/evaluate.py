@@ -19,7 +19,7 @@ from selftaught.config import EvalConfig
 from selftaught.engines import Engine, Sampling
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, provenance
-from selftaught.stages.judge import ORDERS, JudgeItem, judge_items
+from selftaught.stages.judge import ORDERS, both_orders, judge_items
 
 STAGE = "eval"
 
@@ -37,13 +37,11 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
     greedy = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
     items, rows = [], []
     for p in pairs:
-        for order in ORDERS:
-            a, b = (p["chosen"], p["rejected"]) if order == "AB" else (p["rejected"], p["chosen"])
-            item = JudgeItem(id=f"{p['eval_id']}/{order}", instruction=p["instruction"], answer_a=a, answer_b=b)
+        for order, gold, item in both_orders(p["eval_id"], p["instruction"], p["chosen"], p["rejected"]):
             items.append(item)
             rows.append({"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
-                         "order": order, "gold": "A" if order == "AB" else "B", "instruction": p["instruction"],
-                         "answer_a": a, "answer_b": b})
+                         "order": order, "gold": gold, "instruction": p["instruction"],
+                         "answer_a": item.answer_a, "answer_b": item.answer_b})
     judged = judge_items(items, engine, ctx, tpl, greedy)
     voted = {}
     vote_s = Sampling(n=cfg.majority_k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)

@@ -32,6 +32,14 @@ class JudgeItem:
     answer_b: str
 
 
+def both_orders(pid: str, instruction: str, chosen: str, rejected: str) -> list[tuple[str, str, JudgeItem]]:
+    """The two presentations of a pair, ``(order, gold, item)``: chosen shown as A, then as B."""
+    return [(order, "A" if order == "AB" else "B",
+             JudgeItem(id=f"{pid}/{order}", instruction=instruction,
+                       answer_a=chosen if order == "AB" else rejected, answer_b=rejected if order == "AB" else chosen))
+            for order in ORDERS]
+
+
 def judge_messages(tpl: Template, item: JudgeItem) -> list[dict]:
     return tpl.messages(instruction=item.instruction, answer_a=item.answer_a, answer_b=item.answer_b)
 
@@ -90,13 +98,12 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
     sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     items, rows = [], []
     for p in pairs:
-        for order in ORDERS:
-            a, b = (p["chosen"], p["rejected"]) if order == "AB" else (p["rejected"], p["chosen"])
-            item = JudgeItem(id=f"{p['pair_id']}/{order}", instruction=p["instruction"], answer_a=a, answer_b=b)
+        for order, gold, item in both_orders(p["pair_id"], p["instruction"], p["chosen"], p["rejected"]):
             items.append(item)
             rows.append({
-                "example_id": item.id, "pair_id": p["pair_id"], "order": order, "gold": "A" if order == "AB" else "B",
-                "instruction": p["instruction"], "answer_a": a, "answer_b": b, "category": p.get("category"),
+                "example_id": item.id, "pair_id": p["pair_id"], "order": order, "gold": gold,
+                "instruction": p["instruction"], "answer_a": item.answer_a, "answer_b": item.answer_b,
+                "category": p.get("category"),
             })
     judged = judge_items(items, engine, ctx, tpl, sampling)
     for row in rows:
