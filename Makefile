@@ -1,9 +1,10 @@
 # make demo : set up the environment if missing, then run the CPU demo (seed eval + 2 rounds) on the demo set
 # make test : set up the environment if missing, then run the test suite (what CI runs)
+# make study: the CPU study (conf/preset/cpu_study.yaml, ~1.5-2.5 h on 2 cores): every round on all of LLMBar
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean-env
+.PHONY: setup demo study test bench clean-env
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -15,6 +16,9 @@ DEMO_ARGS ?= preset=cpu_demo
 
 demo: setup
 	$(VENV)/bin/selftaught run $(DEMO_ARGS) $(ARGS)
+
+study: setup
+	$(VENV)/bin/selftaught run preset=cpu_study name=study $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

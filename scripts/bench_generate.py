@@ -63,7 +63,7 @@ def bench_pipeline(model: str, backend: str, pairs: list[dict], jcfg: JudgeConfi
     tokens = sum(r["judge_meta"]["completion_tokens"] for r in piped if r["judge_meta"])
     kept = [r for r in judge.balance(piped, 0) if r["status"] == "ok"]
     return {"direct_s": t_direct, "pipeline_s": t_pipe, "ratio": t_pipe / t_direct, "tokens": tokens,
-            "kept": len(kept), "stats": judge.sample_stats(piped), "same_rows": len(direct) == len(piped)}
+            "kept": len(kept), "stats": judge.sample_stats(piped, jcfg.degenerate_threshold), "same_rows": len(direct) == len(piped)}
 
 
 def bench_constrained(model: str, backend: str, pairs: list[dict], jcfg: JudgeConfig, max_len: int) -> list[dict]:
@@ -74,7 +74,7 @@ def bench_constrained(model: str, backend: str, pairs: list[dict], jcfg: JudgeCo
         ctx = StageContext(round=0, model_path=model, constrained=constrained, max_model_len=max_len, seed=0)
         rows = judge.process(pairs, engine, ctx, jcfg)
         kept = [r for r in judge.balance(rows, 0) if r["status"] == "ok"]
-        out.append({"constrained": constrained, **judge.sample_stats(rows), "kept": len(kept)})
+        out.append({"constrained": constrained, **judge.sample_stats(rows, jcfg.degenerate_threshold), "kept": len(kept)})
     engine.close()
     return out
 

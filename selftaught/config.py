@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The recipe's 15 instruction categories (Wang et al. 2024).
 RECIPE_CATEGORIES = [
@@ -34,6 +34,8 @@ RECIPE_CATEGORIES = [
 ]
 
 EMBEDDED_MODEL = "embedded:smollm2"
+JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
+EVAL_MODES = ("constrained", "free")
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
 # transformers SchedulerType values usable without extra scheduler kwargs.
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -93,6 +95,18 @@ class RayConfig:
 
 
 @dataclass
+class DataSourceConfig:
+    """One more instruction file for ``data.also``, with its own field mapping (see ``DataConfig``)."""
+
+    path: str = MISSING
+    format: str = "auto"
+    instruction_field: str = "instruction"
+    input_field: Optional[str] = None
+    id_field: Optional[str] = None
+    category_field: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     # jsonl / json / parquet file of instructions; the demo set ships inside the package.
     path: str = "builtin:demo_instructions.jsonl"
@@ -102,7 +116,13 @@ class DataConfig:
     instruction_field: str = "instruction"
     input_field: Optional[str] = None
     id_field: Optional[str] = None
-    limit: Optional[int] = None  # read at most this many valid rows
+    # Optional reference label per row (one of categorize.categories): the categorize summary
+    # then reports categorization accuracy against it. The demo instructions carry one.
+    category_field: Optional[str] = None
+    limit: Optional[int] = None  # read at most this many valid rows (all files together)
+    # More files, read after ``path``, each with its own mapping; their ids get the file stem as a
+    # prefix ("self_instruct_seed_tasks:seed_task_0") so ids stay unique across files.
+    also: list[DataSourceConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +130,10 @@ class CategorizeConfig:
     categories: list[str] = field(default_factory=lambda: list(RECIPE_CATEGORIES))
     template: str = "categorize"
     max_tokens: int = 48
+    # Constrained only: pick the category by its first token's log-probability minus the same
+    # under content-free instructions (contextual calibration), not by free choice; a small model
+    # otherwise answers its favourite category (SmolLM2: "Coding" for 44 of 60 demo instructions).
+    calibrate: bool = False
 
 
 @dataclass
@@ -126,24 +150,52 @@ class SelectConfig:
 
 @dataclass
 class PairsConfig:
+    # How the rejected answer is made. joint (the recipe): one generation from ``modify_template``
+    # writes x' and its answer in marked blocks. separate (small models): x' alone from the few-shot
+    # ``instruction_template``, then x' is answered with ``answer_template`` exactly as x is, so the
+    # two answers differ in what they answer, not in style (SmolLM2-135M: see README, pairs yield).
+    rejected: str = "joint"
     answer_template: str = "answer"
     modify_template: str = "modify"
+    instruction_template: str = "modify_instruction"
     max_tokens: int = 384
     modify_max_tokens: int = 640
     temperature: float = 0.0
-    # Constrained mode: token budget of the modified instruction x' (its answer gets modify_max_tokens).
+    # Token budget of the modified instruction x' (constrained joint mode and separate mode).
     max_instruction_tokens: int = 160
+    frequency_penalty: float = 0.0  # > 0 against looping answers (output tokens only, both engines)
+    # separate mode: an x' that is empty or the same as x, or whose answer equals x's, is written
+    # again at retry_temperature, up to this many times (greedy decoding would repeat it).
+    retries: int = 0
+    retry_temperature: float = 0.8
 
 
 @dataclass
 class JudgeConfig:
     template: str = "judge"
-    n: int = 4  # judgments per (pair, order); the paper samples 15
+    # reasoning_first (the recipe: reasoning, then "Final verdict: [[X]]") | verdict_first
+    # ("Verdict: [[X]]", then a short explanation: small judges; use template judge_verdict_first).
+    format: str = "reasoning_first"
+    n: int = 15  # judgments per (pair, order) (the paper: N=15); with n_max, the size of each wave
+    # Adaptive sampling: waves of n judgments until the first correct one per (pair, order), at most
+    # n_max each (null: one wave of n, the recipe). Kept judgments have the same distribution.
+    n_max: Optional[int] = None
     temperature: float = 0.7
     top_p: float = 0.9
-    max_tokens: int = 256  # reasoning budget before the verdict is forced
+    max_tokens: int = 256  # reasoning budget before the verdict (verdict_first: explanation budget)
+    frequency_penalty: float = 0.0  # > 0 against degenerate loops (output tokens only; not on the verdict)
     seed: int = 0
     balance: bool = True  # equal A-wins and B-wins
+    # Swap augmentation (JudgeLM): an order with no correct judgment takes the exact mirror of the
+    # other order's kept one (answers swapped, A/B references swapped, verdict flipped).
+    swap: bool = False
+    # Constrained judging only: decide each verdict from its log-odds minus the pair's mean over both
+    # orders (the position bias), instead of the raw forced choice (contextual calibration).
+    calibrate: bool = False
+    # A judgment is degenerate when more than this share of its word 4-grams repeat (reported in the
+    # judge summary); drop_degenerate: never keep one as an SFT target.
+    degenerate_threshold: float = 0.5
+    drop_degenerate: bool = False
 
 
 @dataclass
@@ -213,9 +265,16 @@ class EvalSetConfig:
 class EvalConfig:
     enabled: bool = True
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
-    template: str = "judge"
+    # The judge is evaluated in the format it is trained on: null = judge.template / judge.format.
+    template: Optional[str] = None
+    format: Optional[str] = None
+    # Decodings to evaluate (each reported on its own): constrained (forced one-token verdict) and
+    # free (no constraint, strict parse). Constrained also reports calibrated_accuracy: each pair's
+    # verdict log-odds averaged over both orders, i.e. with the position bias removed.
+    modes: list[str] = field(default_factory=lambda: ["constrained", "free"])
     limit: Optional[int] = None  # pairs per file
     max_tokens: int = 256  # reasoning budget; greedy decoding
+    frequency_penalty: float = 0.0
     # > 1: also majority vote over this many samples at temperature/top_p (the paper: 32, 0.7/0.9).
     majority_k: int = 0
     temperature: float = 0.7
@@ -305,6 +364,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(d.format in ("auto", "jsonl", "json", "parquet"), "data.format", f"must be auto|jsonl|json|parquet, got {d.format!r}")
     _check(bool(d.instruction_field), "data.instruction_field", "must be set")
     _check(d.limit is None or d.limit > 0, "data.limit", f"must be > 0, got {d.limit}")
+    for i, src in enumerate(d.also):
+        _check(src.format in ("auto", "jsonl", "json", "parquet"), f"data.also.{i}.format", "must be auto|jsonl|json|parquet")
+        _check(bool(src.instruction_field), f"data.also.{i}.instruction_field", "must be set")
     c = cfg.categorize
     _check(len(c.categories) >= 2, "categorize.categories", "needs at least 2 categories")
     _check(len(set(c.categories)) == len(c.categories), "categorize.categories", "has duplicates")
@@ -322,8 +384,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(p.modify_max_tokens >= 16, "pairs.modify_max_tokens", "must be >= 16")
     _check(p.temperature >= 0, "pairs.temperature", "must be >= 0")
     _check(p.max_instruction_tokens >= 8, "pairs.max_instruction_tokens", "must be >= 8")
+    _check(p.rejected in ("joint", "separate"), "pairs.rejected", f"must be joint|separate, got {p.rejected!r}")
+    _check(0 <= p.frequency_penalty <= 2, "pairs.frequency_penalty", "must be in [0, 2] (0 = off)")
+    _check(p.retries >= 0, "pairs.retries", f"must be >= 0, got {p.retries}")
+    _check(p.retry_temperature > 0, "pairs.retry_temperature", "must be > 0")
     j = cfg.judge
+    _check(j.format in JUDGE_FORMATS, "judge.format", f"must be one of {'|'.join(JUDGE_FORMATS)}, got {j.format!r}")
     _check(j.n >= 1, "judge.n", f"must be >= 1, got {j.n}")
+    _check(j.n_max is None or j.n_max >= j.n, "judge.n_max", f"must be >= judge.n ({j.n}) or null, got {j.n_max}")
+    _check(0 <= j.frequency_penalty <= 2, "judge.frequency_penalty", "must be in [0, 2] (0 = off)")
+    _check(0 < j.degenerate_threshold < 1, "judge.degenerate_threshold", "must be in (0, 1)")
     _check(j.temperature >= 0, "judge.temperature", "must be >= 0")
     _check(0 < j.top_p <= 1, "judge.top_p", f"must be in (0, 1], got {j.top_p}")
     _check(j.max_tokens >= 1, "judge.max_tokens", "must be >= 1")
@@ -334,6 +404,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(ev.max_tokens >= 1, "eval.max_tokens", "must be >= 1")
     _check(ev.max_tokens < cfg.model.max_model_len, "eval.max_tokens", "must be < model.max_model_len")
     _check(ev.majority_k == 0 or ev.majority_k > 1, "eval.majority_k", f"must be 0 (off) or > 1, got {ev.majority_k}")
+    _check(ev.format is None or ev.format in JUDGE_FORMATS, "eval.format", f"must be one of {'|'.join(JUDGE_FORMATS)} or null")
+    _check(len(ev.modes) > 0 and all(m in EVAL_MODES for m in ev.modes) and len(set(ev.modes)) == len(ev.modes),
+           "eval.modes", f"must be a non-empty list of distinct {'|'.join(EVAL_MODES)}, got {list(ev.modes)}")
+    _check(0 <= ev.frequency_penalty <= 2, "eval.frequency_penalty", "must be in [0, 2] (0 = off)")
     _check(ev.temperature >= 0, "eval.temperature", "must be >= 0")
     _check(ev.limit is None or ev.limit > 0, "eval.limit", f"must be > 0, got {ev.limit}")
     _check(0 < ev.top_p <= 1, "eval.top_p", "must be in (0, 1]")
@@ -400,6 +474,13 @@ def eval_set_name(s: EvalSetConfig) -> str:
         return s.name
     base = s.path.split(":", 1)[1] if s.path.startswith("builtin:") else s.path
     return os.path.splitext(os.path.basename(os.path.normpath(base)))[0]
+
+
+def eval_config(cfg: RunConfig) -> EvalConfig:
+    """``cfg.eval`` with its template and format resolved: a judge is evaluated in the format it is trained on."""
+    from dataclasses import replace
+
+    return replace(cfg.eval, template=cfg.eval.template or cfg.judge.template, format=cfg.eval.format or cfg.judge.format)
 
 
 def constrained(cfg: RunConfig) -> bool:

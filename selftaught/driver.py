@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from selftaught import eval_data, io
-from selftaught.config import (ALL_STAGES, RunConfig, abspath, config_hash, constrained, generator_constrained,
-                               validate)
+from selftaught.degeneracy import is_degenerate
+from selftaught.config import (ALL_STAGES, RunConfig, abspath, config_hash, constrained, eval_config,
+                               generator_constrained, validate)
 from selftaught.distributed.generation import LocalRunner, StageFn, run_with_ray
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
@@ -76,11 +77,15 @@ def run_dir(cfg: RunConfig) -> Path:
     return Path(abspath(cfg.output_dir)) / cfg.name
 
 
-def _data_fingerprint(path: str) -> dict:
-    if path.startswith("builtin:"):
-        return {"builtin": path, "size": os.path.getsize(io.resolve_data_path(path))}
-    st = os.stat(path)
-    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _data_fingerprint(paths: list[str]) -> list[dict]:
+    out = []
+    for path in paths:
+        if path.startswith("builtin:"):
+            out.append({"builtin": path, "size": os.path.getsize(io.resolve_data_path(path))})
+        else:
+            st = os.stat(path)
+            out.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
 
 
 def _tokens(stage: str, rows: list[dict]) -> tuple[int, int]:
@@ -116,14 +121,16 @@ class Run:
         self.run_dir = run_dir(cfg)
         self.stages = ALL_STAGES[: ALL_STAGES.index(cfg.until) + 1]
         # Fail fast, before Ray or any engine starts: data, models, templates, eval files.
-        self.data_path = io.resolve_data_path(cfg.data.path)
+        self.data_paths = [io.resolve_data_path(cfg.data.path)] + [
+            io.resolve_data_path(s.path, f"data.also.{i}.path") for i, s in enumerate(cfg.data.also)]
         self.seed = _local_model(resolve_model(cfg.model), cfg.model.path)
         self.gen_engine = cfg.generator.engine or cfg.engine
         self.generator = self._generator_model()
         self.constrained = constrained(cfg)
         self.gen_constrained = generator_constrained(cfg)
+        self.eval_cfg = eval_config(cfg)
         for name in (cfg.categorize.template, cfg.pairs.answer_template, cfg.pairs.modify_template,
-                     cfg.judge.template, cfg.eval.template):
+                     cfg.pairs.instruction_template, cfg.judge.template, self.eval_cfg.template):
             load_template(name)
         self.eval_on = "eval" in self.stages and cfg.eval.enabled
         if self.eval_on:
@@ -134,6 +141,7 @@ class Run:
                           else LocalRunner(cfg.generator.engine, cfg.ray.batch_size))
         self.summaries: list[dict] = []
         self.tracker = None
+        self.evaluated: dict[str, RoundStore] = {}  # eval hash -> the store that holds it (reuse)
 
     def _generator_model(self) -> Model:
         cfg, e = self.cfg, self.gen_engine
@@ -214,7 +222,7 @@ class Run:
         shared = RoundStore(self.run_dir, SHARED)
         gen = (self.generator.id, self.gen_constrained, cfg.model.max_model_len)
         ctx = self.ctx(k, self.generator, generator=True)
-        h = config_hash("load", cfg.data, _data_fingerprint(self.data_path))
+        h = config_hash("load", cfg.data, _data_fingerprint(self.data_paths))
 
         def do_load():
             rows, rejects = io.load_instructions(cfg.data)
@@ -229,7 +237,7 @@ class Run:
             rows = self.generate(categorize.process, records, cfg.categorize, "categorize", ctx, generator=True)
             ok, bad = _split(rows)
             return ok, bad, {"unparsed": sum(not r["category_parsed"] for r in ok),
-                             "categories": select.category_counts(ok)}
+                             "categories": select.category_counts(ok), **categorize.accuracy(ok)}
 
         records, _ = self._stage(shared, k, "categorize", h, len(records), do_categorize)
         if "select" not in self.stages:
@@ -255,7 +263,11 @@ class Run:
 
         def do_pairs():
             ok, bad = _split(self.generate(pairs.process, records, cfg.pairs, "pairs", ctx, generator=True))
-            return ok, bad, {"x_closed_at_token_bound": sum(bool((r["rejected_meta"] or {}).get("x_truncated")) for r in ok)}
+            answers = [r[k] for r in ok for k in ("chosen", "rejected")]
+            return ok, bad, {"x_closed_at_token_bound": sum(bool((r["rejected_meta"] or {}).get("x_truncated")) for r in ok),
+                             "retried": sum((r.get("attempts") or 1) > 1 for r in ok + bad),
+                             # answers with more than half of their 4-grams repeated (degeneracy.py)
+                             "degenerate_answers": round(sum(map(is_degenerate, answers)) / len(answers), 4) if answers else None}
 
         records, _ = self._stage(store, k, "pairs", h, len(records), do_pairs)
         return records, h
@@ -268,7 +280,7 @@ class Run:
         def do_judge():
             rows = self.generate(judge.process, records, cfg.judge, f"judge round {k} (n={cfg.judge.n}, 2 orders)",
                                  self.ctx(k, judge_model))
-            stats = judge.sample_stats(rows)
+            stats = judge.sample_stats(rows, cfg.judge.degenerate_threshold)
             if cfg.judge.balance:
                 rows = judge.balance(rows, cfg.seed)
             ok, bad = _split(rows)
@@ -320,21 +332,34 @@ class Run:
         return _local_model(summary["model_path"], f"round_{k}/train@{h}"), summary
 
     def evaluate(self, store: RoundStore, k: int, model: Model) -> tuple[list[dict], dict]:
-        cfg = self.cfg
-        h = config_hash("eval", cfg.eval, eval_data.fingerprint(cfg.eval), model.id, self.constrained,
-                        cfg.model.max_model_len, load_template(cfg.eval.template).id)
+        cfg, ev = self.cfg, self.eval_cfg
+        h = config_hash("eval", ev, eval_data.fingerprint(cfg.eval), model.id, cfg.model.max_model_len,
+                        load_template(ev.template).id)
+        earlier = self.evaluated.get(h)
+        if earlier is not None and earlier.root != store.root and not store.is_complete("eval", h):
+            # The same judge, evaluated already (a round whose training was skipped): reuse, not re-run.
+            log.info("round %d eval: judge unchanged since %s; reusing its eval", k, earlier.root.name)
+            summary = {**earlier.summary("eval"), "round": k, "seconds": 0.0, "reused_from": earlier.root.name,
+                       "resumed": False}
+            rows = earlier.rows("eval")
+            store.save("eval", h, rows, earlier.failures("eval"), summary)
+            self.summaries.append(summary)
+            self.evaluated[h] = store
+            return rows, summary
 
         pairs_, rejects = eval_data.load_eval_sets(cfg.eval)
 
         def do_eval():
-            rows = self.generate(evaluate.process, pairs_, cfg.eval, f"eval round {k} ({len(pairs_)} pairs, 2 orders)",
-                                 self.ctx(k, model))
+            rows = self.generate(evaluate.process, pairs_, ev,
+                                 f"eval round {k} ({len(pairs_)} pairs, 2 orders, {'+'.join(ev.modes)})", self.ctx(k, model))
             ok, bad = _split(rows)
             m = evaluate.metrics(rows)
             print(f"\neval, round {k} ({model.path}):\n{evaluate.format_metrics(m)}", flush=True)
             return ok, rejects + bad, {"model": model.path, "metrics": m}
 
-        return self._stage(store, k, "eval", h, 2 * len(pairs_), do_eval)
+        out = self._stage(store, k, "eval", h, 2 * len(pairs_) * len(ev.modes), do_eval)
+        self.evaluated[h] = store
+        return out
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -369,7 +394,7 @@ class Run:
             paths = report.write_summary(self.run_dir, result.rounds) if result.rounds else {}
             self.tracker.log_summary({"rounds_completed": len(result.rounds)})
             self.tracker.finish()
-        print(f"\nrun summary ({self.run_dir}):\n{report.format_table(result.rounds)}", flush=True)
+        print(f"\nrun summary ({self.run_dir}):\n{report.format_rounds(result.rounds)}", flush=True)
         for kind, p in paths.items():
             print(f"  {kind}: {p}")
         return result
@@ -403,7 +428,8 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
         if st == "eval":
             row.update(evaluate.flat(s.get("metrics") or {}))
         elif st == "judge":
-            for key in ("sample_accuracy", "parse_rate", "kept_A", "kept_B"):
+            for key in ("sample_accuracy", "parse_rate", "samples", "samples_per_item", "degenerate_rate", "kept_A",
+                        "kept_B", "kept_mirror"):
                 row[f"judge/{key}"] = s.get(key)
         elif st == "sft_data":
             row["judge/sft_examples"] = s.get("out")
@@ -416,7 +442,8 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
 
 
 def sample_judgments(rows: list[dict], n: int) -> list[dict]:
-    keep = ("set", "subset", "order", "instruction", "answer_a", "answer_b", "judgment", "verdict", "gold", "correct")
+    keep = ("mode", "set", "subset", "order", "instruction", "answer_a", "answer_b", "judgment", "verdict", "gold",
+            "correct", "margin")
     return [{k: r.get(k) for k in keep} for r in rows[:n]]
 
 

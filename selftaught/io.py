@@ -187,7 +187,28 @@ def _load(spec: str, fmt: str, convert: Converter, limit: Optional[int], what: s
 
 
 def load_instructions(cfg: DataConfig) -> tuple[list[dict], list[Reject]]:
-    """Rows ``{"id", "instruction", "source": "<file name>:<line>"}`` plus the rejected lines."""
+    """Rows ``{"id", "instruction", "source": "<file name>:<line>"}`` plus the rejected lines, from
+    ``data.path`` and then every ``data.also`` file (ids prefixed with the file stem there)."""
+    rows, rejects = _load_source(cfg, cfg.limit)
+    seen = {r["id"] for r in rows}
+    for i, src in enumerate(cfg.also):
+        if cfg.limit is not None and len(rows) >= cfg.limit:
+            break
+        more, bad = _load_source(src, None if cfg.limit is None else cfg.limit - len(rows), f"data.also.{i}.path")
+        rejects += bad
+        for r in more:
+            rid = f"{Path(r['source'].rsplit(':', 1)[0]).stem}:{r['id']}"
+            if rid in seen:
+                rejects.append(Reject(src.path, int(r["source"].rsplit(":", 1)[1]), f"duplicate id {rid!r} across files",
+                                      _snippet(r["instruction"])))
+                continue
+            seen.add(rid)
+            rows.append({**r, "id": rid})
+    return rows, rejects
+
+
+def _load_source(cfg, limit: Optional[int], what: str = "data.path") -> tuple[list[dict], list[Reject]]:
+    """One file of ``load_instructions`` (a ``DataConfig`` or ``DataSourceConfig``)."""
 
     def convert(row: dict) -> Union[dict, str]:
         text, err = _text(row, cfg.instruction_field)
@@ -206,9 +227,13 @@ def load_instructions(cfg: DataConfig) -> tuple[list[dict], list[Reject]]:
                 return f"missing field {cfg.id_field!r}"
             if isinstance(rid, (dict, list)):
                 return f"field {cfg.id_field!r} is not a scalar id"
-        return {"id": rid, "instruction": text}
+        out = {"id": rid, "instruction": text}
+        if cfg.category_field:  # an optional reference label: absent or not a string = unlabelled
+            ref = get_field(row, cfg.category_field)
+            out["reference_category"] = ref.strip() if isinstance(ref, str) and ref.strip() else None
+        return out
 
-    return _load(cfg.path, cfg.format, convert, cfg.limit, "data.path")
+    return _load(cfg.path, cfg.format, convert, limit, what)
 
 
 def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None) -> tuple[list[dict], list[Reject]]:

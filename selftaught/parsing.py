@@ -14,14 +14,29 @@ from selftaught.engines.base import regex_escape
 
 # ---------------------------------------------------------------------------------------------
 # Verdicts
-# Forced before the verdict choice in constrained mode. The space belongs to the choice, not the
-# prefix: "verdict: [[A]]" tokenizes as ":", " [[", "A", "]]"; a prefix ending in a space would
-# force the unnatural ": ", "[[" split, which measurably skews a small judge's A/B choice.
-VERDICT_PREFIX = "\n\nFinal verdict:"
-VERDICTS = (" [[A]]", " [[B]]")
+# Two judgment formats. reasoning_first (the recipe): reasoning, then the verdict on the last line.
+# verdict_first (small judges): the verdict on the first line, then a short explanation; the verdict
+# is decided before any (possibly degenerate) reasoning and free decoding reaches it at once.
+REASONING_FIRST, VERDICT_FIRST = "reasoning_first", "verdict_first"
+FORMATS = (REASONING_FIRST, VERDICT_FIRST)
+# Constrained decoding forces the verdict line up to "[[" and picks one token, A or B, then "]]".
+# "verdict: [[A]]" tokenizes as ":", " [[", "A", "]]" (SmolLM2, Llama-3 alike), so ending the
+# forced text at " [[" keeps the natural split; a prefix ending in a space would force the
+# unnatural ": " + "[[" split, which measurably skews a small judge's A/B choice.
+VERDICT_LINE = {REASONING_FIRST: "Final verdict: [[{}]]", VERDICT_FIRST: "Verdict: [[{}]]"}
+VERDICT_OPTIONS = ("A", "B")
 _VERDICT_TOKEN = re.compile(r"\[\[\s*([A-Za-z])\s*\]\]")
-# The last non-empty line must be the verdict alone, optionally "Final verdict:" and markdown bold.
-_FINAL_LINE = re.compile(r"^(?:\**\s*(?i:final\s+verdict)\s*:?\s*\**\s*)?\**\[\[([AB])\]\]\**\.?$")
+# The verdict line: the verdict alone, optionally "(Final) verdict:" and markdown bold.
+_VERDICT_ONLY_LINE = re.compile(r"^(?:\**\s*(?i:(?:final\s+)?verdict)\s*:?\s*\**\s*)?\**\[\[([AB])\]\]\**\.?$")
+
+
+def verdict_line(winner: str, fmt: str = REASONING_FIRST) -> str:
+    return VERDICT_LINE[fmt].format(winner)
+
+
+def verdict_open(fmt: str = REASONING_FIRST) -> str:
+    """The verdict line up to its one free token: what constrained decoding forces."""
+    return VERDICT_LINE[fmt].split("{}")[0]
 
 
 @dataclass(frozen=True)
@@ -30,12 +45,13 @@ class Verdict:
     error: str | None = None  # reason when winner is None
 
 
-def parse_verdict(text: str) -> Verdict:
-    """Read the final verdict of a generated judgment (the generated text only, never the prompt).
+def parse_verdict(text: str, fmt: str = REASONING_FIRST) -> Verdict:
+    """Read the verdict of a generated judgment (the generated text only, never the prompt).
 
-    Exactly one ``[[X]]`` token may appear in the whole judgment and it must be on the last line:
-    an echoed template (``"[[A]]" if ... "[[B]]" if ...``), both verdicts, a ``[[A]]`` quoted from an
-    answer followed by a real verdict, or a verdict mid-text are all failures, not wins.
+    Exactly one ``[[X]]`` token may appear in the whole judgment and it must be on the verdict
+    line: the last non-empty line (reasoning_first) or the first (verdict_first). An echoed
+    template (``"[[A]]" if ... "[[B]]" if ...``), both verdicts, a ``[[A]]`` quoted from an answer
+    besides the real verdict, or a verdict elsewhere are all failures, never wins.
     """
     tokens = _VERDICT_TOKEN.findall(text)
     if not tokens:
@@ -43,9 +59,10 @@ def parse_verdict(text: str) -> Verdict:
     if len(tokens) > 1:
         return Verdict(None, "multiple verdicts")
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    m = _FINAL_LINE.match(lines[-1])
+    m = _VERDICT_ONLY_LINE.match(lines[0] if fmt == VERDICT_FIRST else lines[-1])
     if not m:
-        return Verdict(None, "verdict not on the final line" if tokens[0] in ("A", "B") else "invalid verdict")
+        where = "first" if fmt == VERDICT_FIRST else "final"
+        return Verdict(None, f"verdict not on the {where} line" if tokens[0] in ("A", "B") else "invalid verdict")
     return Verdict(m.group(1))
 
 
@@ -68,9 +85,12 @@ class Category:
     error: str | None = None
 
 
+CATEGORY_TAIL = r"Complexity: ([1-9]|10)\nLength: ([1-9][0-9]{0,3})( words)?"  # after "Category: X\n"
+
+
 def category_regex(categories: list[str]) -> str:
     cats = "|".join(regex_escape(c) for c in categories)
-    return rf"Category: ({cats})\nComplexity: ([1-9]|10)\nLength: ([1-9][0-9]{{0,3}})( words)?"
+    return rf"Category: ({cats})\n{CATEGORY_TAIL}"
 
 
 def parse_category(text: str, categories: list[str]) -> Category:

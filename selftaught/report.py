@@ -1,7 +1,11 @@
 """The per-run summary: one row per round (``round``, ``model``, ``eval/<set>/accuracy``, ...).
 
-``format_table`` renders rows as a fixed-width text table; ``write_summary`` writes
-``summary.json``, ``summary.csv`` and ``accuracy.png`` into the run directory (each atomically).
+Eval keys are ``eval/[<mode>/]<set>[/<subset>]/<metric>`` (``<mode>``: ``constrained`` or ``free``);
+an accuracy-like metric ``K`` may come with its 95% interval as ``K_lo`` / ``K_hi``.
+
+``format_table`` renders rows as a fixed-width text table (``K`` with its interval as
+``0.521 [0.42,0.62]``); ``write_summary`` writes ``summary.json``, ``summary.csv`` (every key, bounds
+included, as is) and ``accuracy.png`` (with error bars) into the run directory (each atomically).
 Pure functions of the rows: no W&B, no global matplotlib state (the Agg canvas is used directly).
 """
 from __future__ import annotations
@@ -14,12 +18,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from selftaught.stats import fmt_ci
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MISSING = "-"
 MAX_CELL = 48  # longer text cells (model paths) are shortened in the text table only
 EVAL_PREFIX = "eval/"
 AB_BA = ("acc_AB", "acc_BA")
+MODES = ("constrained", "free")  # decoding mode segment: eval/<mode>/<set>/<metric>
+LO, HI = "_lo", "_hi"  # K_lo / K_hi: the 95% interval of metric K
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -55,15 +66,46 @@ def _is_loss(k: str) -> bool:
     return k.startswith("train/") and k.endswith("loss")
 
 
-SET_COLUMNS = ("acc_AB", "acc_BA", "consistency", "parse_failure_rate", "majority_accuracy")
+SET_COLUMNS = ("acc_AB", "acc_BA", "consistency", "parse_failure_rate", "verdict_A_rate",
+               "majority_accuracy")
+
+
+def _is_bound(k: str, keys: set[str]) -> bool:
+    """``K_lo`` / ``K_hi`` next to a key ``K``: part of K's cell in the text table, not a column."""
+    return k.endswith((LO, HI)) and k[: -len(LO)] in keys
+
+
+def _subset_keys(keys: Sequence[str]) -> set[str]:
+    """Keys ``<path>/<metric>`` where another key with the same metric has a strict prefix path.
+
+    ``eval/free/llmbar/Natural/accuracy`` is per-subset because ``eval/free/llmbar/accuracy`` exists.
+    Counting segments cannot tell: ``eval/free/llmbar/accuracy`` and ``eval/llmbar/Natural/accuracy``
+    are both four deep."""
+    paths: dict[str, set[str]] = {}
+    for k in keys:
+        path, _, metric = k.rpartition("/")
+        paths.setdefault(metric, set()).add(path)
+    out = set()
+    for k in keys:
+        path, _, metric = k.rpartition("/")
+        parts = path.split("/")
+        if any("/".join(parts[:i]) in paths[metric] for i in range(1, len(parts))):
+            out.add(k)
+    return out
 
 
 def default_columns(rows: Sequence[dict]) -> list[str]:
-    """``round``, every ``*/accuracy`` key, the other ``eval/`` keys, then train loss."""
-    keys = [k for k in _keys(rows) if k != "round"]
-    acc = [k for k in keys if k.endswith("/accuracy")]
-    # Per set (not per subset): both orders, consistency, parse failures; the rest is in the CSV.
-    other_eval = [k for k in keys if k.startswith(EVAL_PREFIX) and k not in acc and k.count("/") == 2
+    """``round``, every per-set ``*/accuracy`` key, the other per-set ``eval/`` keys, then train loss.
+
+    Subsets, interval bounds and everything else stay in the CSV/JSON only (the table stays narrow)."""
+    all_keys = _keys(rows)
+    present = set(all_keys)
+    keys = [k for k in all_keys if k != "round" and not _is_bound(k, present)]
+    subsets = _subset_keys([k for k in keys if "/" in k])
+    per_set = [k for k in keys if k not in subsets]
+    acc = [k for k in per_set if k.endswith("/accuracy")]
+    # Per set: both orders, consistency, parse failures, position bias, majority vote.
+    other_eval = [k for k in per_set if k.startswith(EVAL_PREFIX) and k not in acc
                   and k.rsplit("/", 1)[1] in SET_COLUMNS]
     loss = [k for k in keys if _is_loss(k)]
     # One loss column: the trainer's final train_loss when there, else whatever loss was logged.
@@ -84,8 +126,25 @@ def _fmt(v: Any) -> str:
     return s if len(s) <= MAX_CELL else "…" + s[-(MAX_CELL - 1):]
 
 
+def _cell(row: dict, col: str) -> str:
+    """The formatted value, with its interval as ``0.521 [0.42,0.62]`` when the row has both bounds."""
+    lo, hi = row.get(col + LO), row.get(col + HI)
+    if _is_num(row.get(col)) and _is_num(lo) and _is_num(hi):
+        return fmt_ci(row[col], lo, hi, sep=",")  # no space: one cell stays one token
+    return _fmt(row.get(col))
+
+
 def _header(k: str) -> str:
     return k[len(EVAL_PREFIX):] if k.startswith(EVAL_PREFIX) else k
+
+
+def _split_mode(prefix: str) -> tuple[str, Optional[str]]:
+    """``eval/free/demo_eval`` -> (``demo_eval``, ``free``); ``eval/demo_eval`` -> (``demo_eval``, None)."""
+    name = _header(prefix)
+    head, _, rest = name.partition("/")
+    if prefix.startswith(EVAL_PREFIX) and head in MODES and rest:
+        return rest, head
+    return name, None
 
 
 # ---------------------------------------------------------------------------- text table
@@ -93,12 +152,13 @@ def _header(k: str) -> str:
 def format_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:
     """Round x metric as a fixed-width text table (floats at 3 decimals, missing values as ``-``).
 
-    Headers drop the ``eval/`` prefix (``demo_eval/accuracy``). Numbers are right-aligned."""
+    Headers drop the ``eval/`` prefix (``demo_eval/accuracy``). Numbers are right-aligned. A column
+    ``K`` whose row also has ``K_lo`` and ``K_hi`` shows ``0.521 [0.42,0.62]``."""
     rows = _sorted(rows)
     cols = list(columns) if columns is not None else default_columns(rows)
     if not cols:
         return "(no metrics)"
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    cells = [[_cell(r, c) for c in cols] for r in rows]
     heads = [_header(c) for c in cols]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
     numeric = [all(_is_num(r.get(c)) or _missing(r.get(c)) for r in rows) for c in cols]
@@ -110,6 +170,30 @@ def format_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) 
     out = [line(heads), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in cells]
     return "\n".join(out)
+
+
+ROUND_METRICS = ("judge/sft_examples", "judge/kept_mirror", "judge/degenerate_rate", "train/train_loss")
+
+
+def format_rounds(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:
+    """The seed and every round side by side: one line per metric, one column per round.
+
+    Default lines: the per-set eval metrics of ``default_columns`` (each with its interval), then
+    the SFT examples and mirrors the round's judge kept, their degenerate share, the train loss."""
+    rows = _sorted(rows)
+    keys = list(columns) if columns is not None else [
+        k for k in default_columns(rows) if k != "round" and not _is_loss(k)] + [
+        k for k in ROUND_METRICS if any(k in r for r in rows)]
+    if not keys or not rows:
+        return "(no metrics)"
+    heads = ["metric"] + [f"round {r.get('round', '?')}" + (" (seed)" if r.get("round") == 0 else "") for r in rows]
+    cells = [[_header(k)] + [_cell(r, k) for r in rows] for k in keys]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths))),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+              for row in cells]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- files
@@ -152,8 +236,44 @@ def _eval_sets(rows: Sequence[dict]) -> list[str]:
     return [k[: -len("/accuracy")] for k in _keys(rows) if k.endswith("/accuracy")]
 
 
-def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
-    """Accuracy by round: one solid line per eval set, dashed/dotted for acc_AB/acc_BA when logged."""
+# (metric, linestyle, linewidth, legend suffix) per series of a set; a subset draws its overall line only
+SET_SERIES = (("accuracy", "-", 2.0, ""), ("acc_AB", "--", 1.2, " (AB)"), ("acc_BA", ":", 1.2, " (BA)"))
+SUBSET_SERIES = (("accuracy", "-", 1.2, ""),)
+# (accuracy marker, AB/BA marker): free decoding gets its own so modes differ beyond the label
+MARKERS = {"free": ("s", "x")}
+DEFAULT_MARKERS = ("o", ".")
+
+
+def _points(rows: Sequence[dict], key: str) -> list[tuple[float, float, Optional[float], Optional[float]]]:
+    """``(round, value, lo, hi)`` for rows with a numeric round and value; bounds None when absent."""
+    def num(v: Any) -> Optional[float]:
+        return float(v) if _is_num(v) and not _missing(v) else None
+
+    out = []
+    for r in rows:
+        x, y = num(r.get("round")), num(r.get(key))
+        if x is not None and y is not None:
+            out.append((x, y, num(r.get(key + LO)), num(r.get(key + HI))))
+    return out
+
+
+def _draw_series(ax: Any, pts: list, color: str, style: str, width: float, marker: str, label: str) -> None:
+    """The line, plus 95% error bars (with caps) at the rounds that have both bounds."""
+    xs, ys, _, _ = zip(*pts)
+    main = marker in ("o", "s")
+    ax.plot(xs, ys, linestyle=style, linewidth=width, marker=marker, markersize=6 if main else 4,
+            color=color, label=label)
+    bars = [(x, y, lo, hi) for x, y, lo, hi in pts if lo is not None and hi is not None]
+    if bars:
+        bx, by, blo, bhi = zip(*bars)
+        # errorbar wants non-negative extents; a bound on the wrong side of its value draws as zero
+        yerr = [[max(0.0, y - lo) for y, lo in zip(by, blo)], [max(0.0, hi - y) for y, hi in zip(by, bhi)]]
+        ax.errorbar(bx, by, yerr=yerr, fmt="none", ecolor=color, elinewidth=width * 0.6, capsize=3,
+                    alpha=0.8 if main else 0.5, label="_nolegend_")
+
+
+def _figure(rows: Sequence[dict]) -> "Figure":
+    """The accuracy-by-round figure on its own Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -164,22 +284,20 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     rounds_seen: set[int] = set()
     sets = _eval_sets(rows)
-    colors = [f"C{i % 10}" for i in range(len(sets))]
-    for prefix, color in zip(sets, colors):
-        label = _header(prefix)
-        subset = prefix.count("/") > 1  # eval/<set>/<subset>: overall line only, thinner
-        styles = (("accuracy", "-", 1.2 if subset else 2.0, ""),) if subset else (
-            ("accuracy", "-", 2.0, ""), ("acc_AB", "--", 1.2, " (AB)"), ("acc_BA", ":", 1.2, " (BA)"))
-        for metric, style, width, suffix in styles:
-            pts = [(r["round"], r[f"{prefix}/{metric}"]) for r in rows
-                   if _is_num(r.get("round")) and _is_num(r.get(f"{prefix}/{metric}"))
-                   and not _missing(r.get(f"{prefix}/{metric}"))]
+    subsets = _subset_keys([f"{p}/accuracy" for p in sets])
+    for i, prefix in enumerate(sets):
+        color = f"C{i % 10}"
+        name, mode = _split_mode(prefix)
+        label = f"{name} {mode}" if mode else name
+        acc_marker, order_marker = MARKERS.get(mode or "", DEFAULT_MARKERS)
+        series = SUBSET_SERIES if f"{prefix}/accuracy" in subsets else SET_SERIES
+        for metric, style, width, suffix in series:
+            pts = _points(rows, f"{prefix}/{metric}")
             if not pts:
                 continue
-            xs, ys = zip(*pts)
-            rounds_seen.update(int(x) for x in xs)
-            ax.plot(xs, ys, linestyle=style, linewidth=width, marker="o" if metric == "accuracy" else ".",
-                    markersize=6 if metric == "accuracy" else 4, color=color, label=label + suffix)
+            rounds_seen.update(int(p[0]) for p in pts)
+            marker = acc_marker if metric == "accuracy" else order_marker
+            _draw_series(ax, pts, color, style, width, marker, label + suffix)
     if rounds_seen:
         if len(rounds_seen) <= 20:
             ax.set_xticks(sorted(rounds_seen))
@@ -194,10 +312,17 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
         ax.set_xticks([])
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("round")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (bars: 95% interval)" if ax.containers else "accuracy")
     ax.set_title("judge accuracy by round")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
+    """Accuracy by round: one solid line per eval set (and mode), dashed/dotted for acc_AB/acc_BA when
+    logged, thinner lines for subsets; 95% error bars where ``K_lo``/``K_hi`` are present."""
+    fig = _figure(rows)
     path = Path(path)
     with _atomic(path) as tmp:
         fig.savefig(tmp, format="png")

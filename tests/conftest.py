@@ -13,7 +13,7 @@ from selftaught.models import build_tiny_model, resolve_model
 TINY_TWO_ROUNDS = [
     "generator.path=embedded:smollm2", "data.limit=4",
     "engine=hf", "engine.constrained=true", "engine.threads=1", "rounds=2", "ray.batch_size=8",
-    "judge.n=2", "judge.max_tokens=16", "judge.balance=false",
+    "judge.n=2", "judge.n_max=4", "judge.swap=true", "judge.max_tokens=16",
     "pairs.max_tokens=24", "pairs.modify_max_tokens=32", "pairs.max_instruction_tokens=32",
     "categorize.max_tokens=24", "eval.limit=4", "eval.max_tokens=8",
     "trainer=zero2", "train.num_workers=2", "train.lr=1e-3", "train.warmup_steps=0", "train.epochs=1",

@@ -32,10 +32,25 @@ def test_compose_defaults_and_overrides():
     ("pairs.max_tokens=4096", "pairs.max_tokens"),
     ("select.categories=[Cooking]", "select.categories"),
     ("+select.quotas.Cooking=3", "select.quotas.Cooking"),
+    ("judge.format=essay", "judge.format"),
+    ("judge.n_max=1", "judge.n_max"),  # below the default wave judge.n
+    ("judge.frequency_penalty=-1", "judge.frequency_penalty"),
+    ("judge.degenerate_threshold=1.5", "judge.degenerate_threshold"),
+    ("pairs.rejected=worse", "pairs.rejected"),
+    ("eval.modes=[sampled]", "eval.modes"),
+    ("eval.modes=[]", "eval.modes"),
+    ("eval.format=essay", "eval.format"),
 ])
 def test_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         compose([override])
+
+
+def test_presets_compose_and_validate():
+    demo = compose(["preset=cpu_demo"])
+    assert (demo.judge.format, demo.judge.swap, demo.pairs.rejected) == ("verdict_first", True, "separate")
+    study = compose(["preset=cpu_study"])
+    assert study.data.also and study.eval.sets[0].name == "llmbar" and study.select.limit
 
 
 def test_validate_plain_dataclass():
@@ -83,7 +98,7 @@ def test_hydra_sweep_one_run_dir_and_wandb_run_per_point(tmp_path, tiny_model_pa
     ids = set()
     for p in points:
         ev = json.loads((tmp_path / p / "round_0" / "eval" / "summary.json").read_text())
-        assert ev["metrics"]["demo_eval"]["pairs"] == 2
+        assert ev["metrics"]["constrained"]["demo_eval"]["pairs"] == 2
         assert list((tmp_path / p / "wandb").glob("offline-run-*"))
         ids.add(json.loads((tmp_path / p / "tracking.json").read_text())["run_id"])
     assert len(ids) == 2  # one W&B run per point

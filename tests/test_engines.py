@@ -140,3 +140,43 @@ def test_vllm_close_frees_engine_for_next(tiny_model_path):
         eng.close()
         alive = [p for p in psutil.Process().children(recursive=True) if p.pid in spawned and p.status() != psutil.STATUS_ZOMBIE]
         assert not alive, alive
+
+
+def test_token_choice_returns_option_logprobs(engine, smollm2_path):
+    """``Constraint(tokens=...)``: one token out of the options, and each option's raw logprob, equal
+    (to float tolerance) to a plain transformers forward pass on the same prompt ids."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    msgs = [{"role": "user", "content": "Which answer is better, A or B? Reply with the letter."}]
+    greedy = GenRequest("g", msgs, Sampling(max_tokens=5), Constraint(tokens=("A", "B")), assistant_prefix="Verdict: [[")
+    sampled = GenRequest("s", msgs, Sampling(n=4, temperature=1.0, max_tokens=5), Constraint(tokens=("A", "B")),
+                         assistant_prefix="Verdict: [[")
+    g, s = engine.generate([greedy, sampled])
+    assert g.texts in (["A"], ["B"]) and g.completion_tokens == [1]  # one token, whatever max_tokens says
+    assert len(s.texts) == 4 and set(s.texts) <= {"A", "B"}
+    assert set(g.option_logprobs) == {"A", "B"} and g.option_logprobs == s.option_logprobs
+    assert g.texts[0] == max(g.option_logprobs, key=g.option_logprobs.get)  # greedy takes the likelier option
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    ids = torch.tensor([encode_prompt(tok, greedy)])
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        lp = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+    for o in ("A", "B"):
+        ref = float(lp[tok.encode(o, add_special_tokens=False)[0]])
+        assert abs(g.option_logprobs[o] - ref) < 2e-3, (o, g.option_logprobs[o], ref)
+    assert engine.generate([GenRequest("p", CHAT, Sampling(max_tokens=4))])[0].option_logprobs is None
+    with pytest.raises(ValueError, match="one"):
+        engine.generate([GenRequest("m", msgs, Sampling(), Constraint(tokens=("A", " Assistant B")))])
+
+
+def test_frequency_penalty_breaks_loops(engine):
+    """The same greedy prompt loops without a penalty and repeats less with one (both engines)."""
+    from selftaught.degeneracy import repeat_ratio
+
+    msgs = [{"role": "user", "content": "Write the word 'cat' fifty times, separated by spaces."}]
+    plain, penalized = engine.generate([GenRequest("p", msgs, Sampling(max_tokens=48)),
+                                        GenRequest("r", msgs, Sampling(max_tokens=48, frequency_penalty=1.0))])
+    assert plain.texts[0] != penalized.texts[0]
+    assert repeat_ratio(penalized.texts[0]) < repeat_ratio(plain.texts[0])

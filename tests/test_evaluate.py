@@ -28,7 +28,7 @@ def test_metrics_orders_consistency_and_parse_failures():
         {**_row("p5", "AB", None), "status": "prompt too long for model context", "correct": None},
         {**_row("p5", "BA", None), "status": "prompt too long for model context", "correct": None},
     ]
-    m = metrics(rows)
+    m = metrics(rows)["constrained"]
     g = m["gold"]
     assert g["pairs"] == 4 and g["skipped_too_long"] == 1
     assert g["acc_AB"] == 0.5 and g["acc_BA"] == 0.5 and g["accuracy"] == 0.5
@@ -37,15 +37,31 @@ def test_metrics_orders_consistency_and_parse_failures():
     assert g["parse_failure_rate"] == 0.125
     assert g["verdict_A_rate"] == round(4 / 7, 4)
     assert m["gold/s2"]["accuracy"] == 0.0 and m["gold/s1"]["pairs"] == 3
-    assert flat(m)["eval/gold/accuracy"] == 0.5
-    assert "gold/s2" in format_metrics(m)
+    # 95% intervals: Wilson over pairs (consistency: 2 of 4) and orders; bootstrap over pairs for rates.
+    assert (g["consistency_lo"], g["consistency_hi"]) == (0.1500, 0.8500)
+    assert (g["acc_AB_lo"], g["acc_AB_hi"]) == (0.1500, 0.8500)
+    assert g["accuracy_lo"] < 0.5 < g["accuracy_hi"] and 0 <= g["accuracy_lo"] and g["accuracy_hi"] <= 1
+    assert flat(metrics(rows))["eval/constrained/gold/accuracy"] == 0.5
+    assert "gold/s2" in format_metrics(metrics(rows)) and "0.500 [0.15,0.85]" in format_metrics(metrics(rows))
+
+
+def test_calibrated_accuracy_removes_position_bias():
+    """Always "A" (accuracy 0.5), but the log-odds still rank the better answer: calibration reads it."""
+    rows = []
+    for pid, (m_ab, m_ba) in {"p1": (2.0, 1.0), "p2": (1.5, 0.5), "p3": (0.8, 1.2)}.items():
+        rows += [{**_row(pid, "AB", "A"), "margin": m_ab}, {**_row(pid, "BA", "A"), "margin": m_ba}]
+    g = metrics(rows)["constrained"]["gold"]
+    assert g["accuracy"] == 0.5 and g["verdict_A_rate"] == 1.0
+    assert g["calibrated_accuracy"] == round(2 / 3, 4)  # p1, p2: chosen favoured beyond the bias; p3 not
+    free = metrics([{**r, "mode": "free", "margin": None} for r in rows])["free"]["gold"]
+    assert "calibrated_accuracy" not in free  # free decoding has no verdict log-odds
 
 
 def test_majority_vote_ties_and_no_votes_lose():
     assert _majority(["A", "A", "B"]) == "A"
     assert _majority(["A", "B"]) is None and _majority([None, None]) is None
     rows = [_row("p1", "AB", "B", votes=["A", "A", "B"]), _row("p1", "BA", "A", votes=["A", "B"])]
-    g = metrics(rows)["gold"]
+    g = metrics(rows)["constrained"]["gold"]
     assert g["accuracy"] == 0.0 and g["majority_accuracy"] == 0.5
 
 
@@ -84,8 +100,10 @@ def test_cli_eval_alone_with_majority_vote(tmp_path, tiny_model_path):
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "ev" / "standalone" / "eval" / "summary.json").read_text())
-    m = summary["metrics"]["demo_eval"]
-    assert summary["model"] == tiny_model_path and summary["in"] == 6 and summary["out"] == 6
+    m = summary["metrics"]["constrained"]["demo_eval"]
+    # 3 pairs x 2 orders x 2 modes (constrained, free)
+    assert summary["model"] == tiny_model_path and summary["in"] == 12 and summary["out"] == 12
     assert m["pairs"] == 3 and m["parse_failure_rate"] == 0.0  # constrained: every verdict parses
-    assert 0 <= m["majority_accuracy"] <= 1 and m["acc_AB"] is not None
+    assert 0 <= m["majority_accuracy"] <= 1 and m["acc_AB"] is not None and "calibrated_accuracy" in m
+    assert summary["metrics"]["free"]["demo_eval"]["pairs"] == 3
     assert "demo_eval" in out.stdout and "majority_accuracy" in out.stdout

@@ -28,7 +28,7 @@ from selftaught.config import EngineConfig, JudgeConfig
 from selftaught.engines import Constraint, GenRequest, Sampling, make_engine
 from selftaught.engines.base import render_prompt
 from selftaught.engines.openai_engine import PROMPT_TOO_LONG, OpenAIEngine, OpenAIEngineError, estimate_tokens
-from selftaught.parsing import VERDICTS
+VERDICTS = ("[[A]]", "[[B]]")
 from selftaught.stages import judge
 from selftaught.stages.base import OK, TOO_LONG, StageContext
 

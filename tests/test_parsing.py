@@ -5,8 +5,8 @@ import pytest
 
 from selftaught.config import RECIPE_CATEGORIES
 from selftaught.parsing import (
-    MOD_END, MOD_START, RESP_END, RESP_START, VERDICT_PREFIX, category_regex,
-    parse_category, parse_modified, parse_verdict, strip_reasoning,
+    MOD_END, MOD_START, RESP_END, RESP_START, REASONING_FIRST, VERDICT_FIRST, category_regex,
+    parse_category, parse_modified, parse_verdict, strip_reasoning, verdict_line, verdict_open,
 )
 from selftaught.prompts import load_template
 
@@ -58,8 +58,31 @@ def test_verdict_never_reads_the_prompt():
 def test_constrained_judgment_shape_parses():
     reasoning = strip_reasoning("A is correct; B computes 7*6=48. So the answer is [[A")
     assert "[[" not in reasoning
-    for v in ("[[A]]", "[[B]]"):
-        assert parse_verdict(reasoning + VERDICT_PREFIX + v).winner == v.strip()[2]
+    for v in ("A", "B"):
+        # What constrained decoding writes: the forced opening, one token, "]]".
+        assert parse_verdict(reasoning + "\n\n" + verdict_open(REASONING_FIRST) + v + "]]").winner == v
+        assert parse_verdict(verdict_open(VERDICT_FIRST) + v + "]]\n\nBecause it is right.", VERDICT_FIRST).winner == v
+    assert verdict_line("B", VERDICT_FIRST) == "Verdict: [[B]]" and verdict_line("A") == "Final verdict: [[A]]"
+
+
+@pytest.mark.parametrize("text,winner,error", [
+    ("Verdict: [[A]]\n\nA answers the question; B does not.", "A", None),
+    ("**Verdict:** [[B]]\nB is right.", "B", None),
+    ("[[B]]", "B", None),
+    ("Verdict: [[A]]\n\nBut then again [[B]] is better.", None, "multiple verdicts"),
+    ("A is better.\nVerdict: [[A]]", None, "verdict not on the first line"),
+    ("Verdict: [[C]]\nwhatever", None, "invalid verdict"),
+    ("A answers it.", None, "no verdict"),
+])
+def test_verdict_first_format(text, winner, error):
+    v = parse_verdict(text, VERDICT_FIRST)
+    assert (v.winner, v.error) == (winner, error)
+
+
+def test_verdict_first_template_never_parses():
+    tpl = load_template("judge_verdict_first")
+    msgs = tpl.messages(instruction="q", answer_a="x", answer_b="y")
+    assert parse_verdict(msgs[0]["content"], VERDICT_FIRST).winner is None
 
 
 def test_category_parse_and_regex_agree():

@@ -5,7 +5,7 @@ import csv
 import json
 import math
 
-from selftaught.report import default_columns, format_table, write_summary
+from selftaught.report import _figure, _subset_keys, default_columns, format_table, write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,3 +85,99 @@ def test_png_single_round_and_no_accuracy(tmp_path):
     assert paths["png"].stat().st_size > 1000 and paths["png"].read_bytes()[:8] == PNG_MAGIC
     paths = write_summary(tmp_path / "empty", [{"round": 0, "judge/sft_examples": 3}])
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------------------- intervals and modes
+
+def _ci_rows() -> list[dict]:
+    """Two rounds with decoding-mode keys, 95% bounds (``_lo``/``_hi``) and LLMBar subsets."""
+    def row(rnd: int, acc: float) -> dict:
+        r = {"round": rnd}
+        for mode in ("constrained", "free"):
+            for path in ("demo_eval", "llmbar", "llmbar/Natural"):
+                for metric, v in (("accuracy", acc), ("acc_AB", acc + 0.05), ("verdict_A_rate", 0.5)):
+                    k = f"eval/{mode}/{path}/{metric}"
+                    r[k] = v
+                    if metric != "verdict_A_rate":
+                        r[k + "_lo"], r[k + "_hi"] = v - 0.1, v + 0.1
+        return r
+
+    return [row(0, 0.5213), row(1, 0.6)]
+
+
+def test_subset_keys():
+    keys = ["eval/free/llmbar/accuracy", "eval/free/llmbar/Natural/accuracy", "eval/llmbar/accuracy",
+            "eval/llmbar/Natural/accuracy", "eval/constrained/llmbar/Natural/accuracy",
+            "eval/free/llmbar/Natural/acc_AB", "train/loss"]
+    # constrained/llmbar/Natural has no constrained/llmbar parent and free/.../acc_AB no same-metric
+    # parent: neither is a subset by this rule (nothing per-set to show instead of them)
+    assert _subset_keys(keys) == {"eval/free/llmbar/Natural/accuracy", "eval/llmbar/Natural/accuracy"}
+
+
+def test_default_columns_modes_and_subsets():
+    cols = default_columns(_ci_rows())
+    sets = [f"eval/{m}/{s}" for m in ("constrained", "free") for s in ("demo_eval", "llmbar")]
+    assert cols[0] == "round"
+    assert cols[1:5] == [f"{s}/accuracy" for s in sets]
+    assert set(cols[5:]) == {f"{s}/{m}" for s in sets for m in ("acc_AB", "verdict_A_rate")}
+    assert not [c for c in cols if "Natural" in c or c.endswith(("_lo", "_hi"))]
+
+
+def test_format_table_intervals():
+    rows = _ci_rows()
+    lines = format_table(rows).splitlines()
+    assert "_lo" not in lines[0] and "_hi" not in lines[0] and "Natural" not in lines[0]
+    assert "constrained/demo_eval/accuracy" in lines[0] and "free/llmbar/acc_AB" in lines[0]
+    assert "0.521 [0.42,0.62]" in lines[2] and "0.650 [0.55,0.75]" in lines[3]
+    assert "0.500" in lines[2] and "0.500 [" not in lines[2]  # verdict_A_rate: no bounds, plain value
+    # bounds on an explicitly chosen column; a row without them shows the value alone
+    rows[1] = {k: v for k, v in rows[1].items() if not k.endswith(("_lo", "_hi"))}
+    text = format_table(rows, columns=["round", "eval/free/llmbar/Natural/accuracy"])
+    assert "0.521 [0.42,0.62]" in text and text.splitlines()[3].split() == ["1", "0.600"]
+
+
+def test_write_summary_keeps_bounds_and_draws_error_bars(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    rows = _ci_rows()
+    paths = write_summary(tmp_path, rows)
+    with open(paths["csv"], newline="") as f:
+        reader = csv.DictReader(f)
+        header, got = reader.fieldnames, list(reader)
+    assert "eval/free/demo_eval/accuracy_lo" in header and "eval/free/demo_eval/accuracy_hi" in header
+    assert set(header) == set(rows[0])
+    assert math.isclose(float(got[0]["eval/free/demo_eval/accuracy_lo"]), 0.4213)
+    assert json.loads(paths["json"].read_text())[1]["eval/constrained/llmbar/acc_AB_hi"] == rows[1][
+        "eval/constrained/llmbar/acc_AB_hi"]
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+
+    ax = _figure(rows).axes[0]
+    # per (mode, set): accuracy, AB (BA not logged); per (mode, subset): accuracy only -> 2*(2*2 + 1)
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 10
+    labels = ax.get_legend_handles_labels()[1]
+    assert "demo_eval free" in labels and "demo_eval constrained (AB)" in labels
+    assert "llmbar/Natural free" in labels and len(labels) == 10
+    markers = {ln.get_label(): ln.get_marker() for ln in ax.get_lines()}
+    assert markers["demo_eval free"] != markers["demo_eval constrained"]
+    # no bounds: lines only
+    assert not _figure(_rows()).axes[0].containers
+
+
+def test_format_rounds_puts_rounds_side_by_side():
+    from selftaught.report import format_rounds
+
+    rows = [
+        {"round": 1, "eval/free/demo_eval/accuracy": 0.6, "eval/free/demo_eval/accuracy_lo": 0.5,
+         "eval/free/demo_eval/accuracy_hi": 0.7, "eval/free/demo_eval/Natural/accuracy": 0.1,
+         "judge/sft_examples": 30, "train/train_loss": 1.5},
+        {"round": 0, "eval/free/demo_eval/accuracy": 0.0, "eval/free/demo_eval/accuracy_lo": 0.0,
+         "eval/free/demo_eval/accuracy_hi": 0.0},
+    ]
+    lines = format_rounds(rows).splitlines()
+    assert lines[0].split() == ["metric", "round", "0", "(seed)", "round", "1"]
+    acc = next(ln for ln in lines if ln.startswith("free/demo_eval/accuracy"))
+    assert acc.split()[1:] == ["0.000", "[0.00,0.00]", "0.600", "[0.50,0.70]"]
+    sft = next(ln for ln in lines if ln.startswith("judge/sft_examples"))
+    assert sft.split()[1:] == ["-", "30"]
+    assert not any("Natural" in ln for ln in lines)  # subsets stay in the CSV
+    assert format_rounds([]) == "(no metrics)"

@@ -18,6 +18,10 @@ class Sampling:
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
+    # > 0 subtracts penalty x count from the logit of every token already in the *output* (OpenAI /
+    # vLLM frequency_penalty; transformers through our own processor): small models loop on one
+    # sentence without it. Prompt tokens are not penalized: an answer must reuse the question's words.
+    frequency_penalty: float = 0.0
 
 
 def regex_escape(text: str) -> str:
@@ -27,16 +31,23 @@ def regex_escape(text: str) -> str:
 
 @dataclass(frozen=True)
 class Constraint:
-    """Structured decoding: exactly one of ``regex`` / ``choice`` is set."""
+    """Structured decoding: exactly one of ``regex`` / ``choice`` / ``tokens`` is set.
+
+    ``tokens``: the next token is one of these strings, each a single token of the model's
+    vocabulary; the result carries every option's log-probability (``GenResult.option_logprobs``),
+    which is what verdict calibration reads. One forward pass, no grammar.
+    """
 
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    tokens: tuple[str, ...] | None = None
 
     def as_regex(self) -> str:
         if self.regex is not None:
             return self.regex
-        assert self.choice, "empty constraint"
-        return "(" + "|".join(regex_escape(c) for c in self.choice) + ")"
+        options = self.choice or self.tokens
+        assert options, "empty constraint"
+        return "(" + "|".join(regex_escape(c) for c in options) + ")"
 
 
 @dataclass
@@ -55,6 +66,9 @@ class GenResult:
     finish_reasons: list[str]  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: list[int]
+    # ``Constraint.tokens`` requests: each option's log-probability under the model's raw next-token
+    # distribution (before temperature and the mask); the same for every sample of the request.
+    option_logprobs: dict[str, float] | None = None
 
 
 class Engine(Protocol):
@@ -85,7 +99,19 @@ def draws(s: Sampling) -> int:
     return 1 if s.temperature == 0 else s.n
 
 
-def make_result(request: GenRequest, prompt_tokens: int, samples: list[tuple[str, str, int]]) -> GenResult:
+def option_token_ids(tokenizer, options: tuple[str, ...]) -> list[int]:
+    """The vocabulary id of each single-token option; a multi-token option is a caller error."""
+    ids = []
+    for o in options:
+        enc = tokenizer.encode(o, add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(f"Constraint.tokens option {o!r} is {len(enc)} tokens for this tokenizer; each must be one")
+        ids.append(enc[0])
+    return ids
+
+
+def make_result(request: GenRequest, prompt_tokens: int, samples: list[tuple[str, str, int]],
+                option_logprobs: dict[str, float] | None = None) -> GenResult:
     """``samples`` = (text, finish_reason, completion_tokens) per decoded sequence."""
     if len(samples) == 1:
         samples = samples * request.sampling.n  # greedy n > 1
@@ -95,4 +121,5 @@ def make_result(request: GenRequest, prompt_tokens: int, samples: list[tuple[str
         finish_reasons=[s[1] for s in samples],
         prompt_tokens=prompt_tokens,
         completion_tokens=[s[2] for s in samples],
+        option_logprobs=option_logprobs,
     )

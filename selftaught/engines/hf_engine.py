@@ -10,7 +10,35 @@ from collections import defaultdict
 
 import torch
 
-from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result
+from selftaught.engines.base import (Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result,
+                                    option_token_ids)
+
+
+class _AllowOnly:
+    """Logits processor: every token but ``ids`` gets -inf (the ``Constraint.tokens`` mask)."""
+
+    def __init__(self, ids: list[int]):
+        self.ids = torch.tensor(ids)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, self.ids] = scores[:, self.ids]
+        return masked
+
+
+class _FrequencyPenalty:
+    """vLLM's frequency_penalty: logits -= penalty x (count of the token in the output so far);
+    the prompt (the first ``prompt_len`` positions of every row) is not counted."""
+
+    def __init__(self, penalty: float, prompt_len: int):
+        self.penalty, self.prompt_len = penalty, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = input_ids[:, self.prompt_len:]
+        if out.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, out, torch.ones_like(out, dtype=scores.dtype))
+        return scores - self.penalty * counts
 
 
 class HFEngine:
@@ -72,8 +100,9 @@ class HFEngine:
             ids[row, longest - len(p) :] = torch.tensor(p)
             mask[row, longest - len(p) :] = 1
         k = draws(s)
+        options = constraint.tokens if constraint is not None else None
         kwargs: dict = dict(
-            max_new_tokens=min(s.max_tokens, self.max_model_len - longest),
+            max_new_tokens=1 if options else min(s.max_tokens, self.max_model_len - longest),
             num_return_sequences=k,
             do_sample=s.temperature > 0,
             eos_token_id=self.eos_id,
@@ -83,18 +112,32 @@ class HFEngine:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if constraint is not None:
-            kwargs["logits_processor"] = [self._logits_processor(constraint)]
+        processors = [_FrequencyPenalty(s.frequency_penalty, longest)] if s.frequency_penalty else []
+        if options:
+            # One token out of the options (vLLM: allowed_token_ids); the raw logits give each
+            # option's logprob, as vLLM's raw logprobs mode does.
+            option_ids = option_token_ids(self.tokenizer, options)
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
+            processors.append(_AllowOnly(option_ids))
+        elif constraint is not None:
+            processors.append(self._logits_processor(constraint))
         elif s.stop:
             # Not with a constraint: a row halted mid-grammar would then feed pad tokens to its
             # xgrammar matcher (assertion). Constrained rows run to the grammar's end (or
             # max_tokens) and _sample cuts the text, so only their token counts differ from vLLM.
             kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+        if processors:
+            kwargs["logits_processor"] = processors
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        option_lp: list[dict[str, float] | None] = [None] * len(reqs)
+        if options:
+            lp = torch.log_softmax(out.logits[0].float(), dim=-1)  # [rows x k, vocab] at the one new position
+            option_lp = [{o: float(lp[row * k, i]) for o, i in zip(options, option_ids)} for row in range(len(reqs))]
+            out = out.sequences
         new = out[:, longest:].tolist()  # rows: prompt0 x k, prompt1 x k, ...
         return [
-            make_result(r, len(p), [self._sample(new[row * k + j], s) for j in range(k)])
+            make_result(r, len(p), [self._sample(new[row * k + j], s) for j in range(k)], option_lp[row])
             for row, (r, p) in enumerate(zip(reqs, prompts))
         ]
 

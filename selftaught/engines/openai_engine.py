@@ -184,7 +184,8 @@ class OpenAIEngine:
         extra: dict = dict(self._prefix_params(r))
         if r.constraint is not None:
             c = r.constraint
-            extra["structured_outputs"] = {"choice": list(c.choice)} if c.choice is not None else {"regex": c.as_regex()}
+            options = c.choice or c.tokens  # token options: a choice (no logprobs come back)
+            extra["structured_outputs"] = {"choice": list(options)} if options else {"regex": c.as_regex()}
         if self._vllm:
             extra["return_token_ids"] = True  # exact per-sample completion token counts
         body: dict = dict(
@@ -197,6 +198,8 @@ class OpenAIEngine:
         )
         if s.stop:
             body["stop"] = list(s.stop)
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
         if extra:
             body["extra_body"] = extra
         return body

@@ -13,7 +13,8 @@ import gc
 import logging
 import os
 
-from selftaught.engines.base import Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result
+from selftaught.engines.base import (Constraint, GenRequest, GenResult, Sampling, draws, encode_prompt, make_result,
+                                    option_token_ids)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _setup_cpu_env(threads: int) -> None:
 
 
 def _structured(constraint: Constraint | None):
-    if constraint is None:
+    if constraint is None or constraint.tokens is not None:  # token options: a logits mask, no grammar
         return None
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -96,18 +97,39 @@ class VLLMEngine:
             **kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._options: dict[tuple[str, ...], list[int]] = {}
 
     def _params(self, s: Sampling, constraint: Constraint | None):
         from vllm import SamplingParams
 
+        kw: dict = {}
+        if constraint is not None and constraint.tokens is not None:
+            # One token out of the options; logprob_token_ids returns each option's raw logprob
+            # (vLLM's default logprobs_mode is raw: before temperature and the mask).
+            ids = self._option_ids(constraint.tokens)
+            kw = dict(allowed_token_ids=ids, logprob_token_ids=ids, logprobs=len(ids))
         return SamplingParams(
             n=draws(s),  # greedy: one sequence, copied to n by make_result
             temperature=s.temperature,  # 0 = greedy
             top_p=s.top_p if s.temperature > 0 else 1.0,
-            max_tokens=s.max_tokens,
+            max_tokens=1 if kw else s.max_tokens,
             stop=list(s.stop) or None,
+            frequency_penalty=s.frequency_penalty,
             structured_outputs=_structured(constraint),
+            **kw,
         )
+
+    def _option_logprobs(self, r: GenRequest, out) -> dict[str, float] | None:
+        c = r.constraint
+        if c is None or c.tokens is None:
+            return None
+        first = out.outputs[0].logprobs[0]  # position 0 of the first sample: the same for all
+        return {o: float(first[i].logprob) for o, i in zip(c.tokens, self._option_ids(c.tokens))}
+
+    def _option_ids(self, options: tuple[str, ...]) -> list[int]:
+        if options not in self._options:
+            self._options[options] = option_token_ids(self.tokenizer, options)
+        return self._options[options]
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         if not requests:
@@ -121,6 +143,7 @@ class VLLMEngine:
                 r,
                 len(o.prompt_token_ids),
                 [(c.text, "length" if c.finish_reason == "length" else "stop", len(c.token_ids)) for c in o.outputs],
+                self._option_logprobs(r, o),
             )
             for r, o in zip(requests, outs)
         ]

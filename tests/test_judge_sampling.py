@@ -1,0 +1,86 @@
+"""The judge stage's sampling on a real engine (transformers, tiny random Llama): adaptive waves
+stop at the first usable correct judgment and never pass the budget; swap augmentation fills the
+other order with an exact mirror; calibration balances a biased judge's verdicts; balance holds."""
+from __future__ import annotations
+
+import pytest
+
+from selftaught.config import EngineConfig, JudgeConfig
+from selftaught.engines import make_engine
+from selftaught.parsing import parse_verdict
+from selftaught.stages import judge
+from selftaught.stages.base import OK, StageContext
+
+PAIRS = [{"pair_id": f"p{i}", "instruction": f"What is {i} + {i}?", "chosen": f"{i} + {i} = {2 * i}.",
+          "rejected": f"{i} + {i} = {2 * i + 1}.", "category": "Math"} for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_path):
+    eng = make_engine(EngineConfig(backend="hf", threads=1, hf_batch_size=16), tiny_model_path, max_model_len=1024)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_model_path):
+    return StageContext(round=1, model_path=tiny_model_path, constrained=True, max_model_len=1024, seed=0)
+
+
+def _cfg(**kw) -> JudgeConfig:
+    base = dict(template="judge_verdict_first", format="verdict_first", n=1, temperature=1.0, top_p=1.0,
+                max_tokens=4, seed=0)
+    return JudgeConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("fmt,template", [("verdict_first", "judge_verdict_first"), ("reasoning_first", "judge")])
+def test_adaptive_stops_at_first_correct_within_budget(engine, ctx, fmt, template):
+    rows = judge.process(PAIRS, engine, ctx, _cfg(format=fmt, template=template, n_max=5))
+    assert len(rows) == 16
+    for r in rows:
+        verdicts = [s["verdict"] for s in r["samples"]]
+        assert 1 <= len(verdicts) <= 5 and r["waves"] == len(verdicts)  # waves of 1, at most n_max
+        if r["gold"] in verdicts:  # stopped at the first correct judgment, which is kept
+            assert verdicts.index(r["gold"]) == len(verdicts) - 1 and r["status"] == OK
+            assert r["kept_verdict"] == r["gold"] and parse_verdict(r["kept_judgment"], fmt).winner == r["gold"]
+        else:  # the budget ran out
+            assert len(verdicts) == 5 and r["status"] == judge.NO_CORRECT
+    stats = judge.sample_stats(rows, 0.5)
+    assert stats["samples"] == sum(len(r["samples"]) for r in rows) and stats["waves"] <= 5
+    # Fixed N (no n_max): exactly N per item, one wave.
+    fixed = judge.process(PAIRS[:2], engine, ctx, _cfg(format=fmt, template=template, n=3))
+    assert all(len(r["samples"]) == 3 and r["waves"] == 1 for r in fixed)
+
+
+def test_swap_mirrors_the_other_order_and_balances(engine, ctx):
+    rows = judge.process(PAIRS, engine, ctx, _cfg(n=1, n_max=3, swap=True))
+    by = {r["example_id"]: r for r in rows}
+    mirrors = [r for r in rows if r["kept_source"] == judge.MIRROR]
+    for r in rows:
+        other = by[r["mirrored_from"]] if r["kept_source"] == judge.MIRROR else None
+        if other is not None:  # the exact mirror: answers swapped, verdict flipped, references swapped
+            assert (r["answer_a"], r["answer_b"]) == (other["answer_b"], other["answer_a"])
+            assert r["kept_verdict"] == r["gold"] != other["kept_verdict"]
+            assert parse_verdict(r["kept_judgment"], "verdict_first").winner == r["gold"]
+            assert r["kept_judgment"].split("\n")[0] != other["kept_judgment"].split("\n")[0]
+    # With swap a pair stops as soon as either order has a correct judgment.
+    for pid in {r["pair_id"] for r in rows}:
+        ab, ba = by[f"{pid}/AB"], by[f"{pid}/BA"]
+        if ab["status"] == OK or ba["status"] == OK:
+            assert ab["status"] == ba["status"] == OK
+    balanced = judge.balance(rows, seed=0)
+    kept = [r for r in balanced if r["status"] == OK]
+    assert kept and sum(r["gold"] == "A" for r in kept) == sum(r["gold"] == "B" for r in kept)
+    assert judge.sample_stats(rows, 0.5)["kept_mirror"] == len(mirrors)
+
+
+def test_calibration_uses_the_pair_offset(engine, ctx):
+    """Greedy + calibrate: in each pair the two orders' margins minus their mean have opposite
+    signs, so the calibrated judge picks the same answer in both orders (one A, one B)."""
+    rows = judge.process(PAIRS, engine, ctx, _cfg(n=1, temperature=0.0, calibrate=True))
+    by = {r["example_id"]: r for r in rows}
+    for p in PAIRS:
+        ab, ba = by[f"{p['pair_id']}/AB"]["samples"][0], by[f"{p['pair_id']}/BA"]["samples"][0]
+        assert ab["margin"] is not None and ba["margin"] is not None
+        if ab["margin"] != ba["margin"]:
+            assert {ab["verdict"], ba["verdict"]} == {"A", "B"}
