@@ -258,7 +258,8 @@ class Run:
         records, _ = self._stage(store, k, "select", h, len(pool), do_select)
         if "pairs" not in self.stages:
             return records, h
-        tids = [load_template(t).id for t in (cfg.pairs.answer_template, cfg.pairs.modify_template)]
+        tids = [load_template(t).id for t in (cfg.pairs.answer_template, cfg.pairs.modify_template,
+                                              cfg.pairs.instruction_template)]
         h = config_hash(h, "pairs", cfg.pairs, gen, tids)
 
         def do_pairs():
@@ -284,9 +285,7 @@ class Run:
             if cfg.judge.balance:
                 rows = judge.balance(rows, cfg.seed)
             ok, bad = _split(rows)
-            stats["kept_A"] = sum(r["gold"] == "A" for r in ok)
-            stats["kept_B"] = sum(r["gold"] == "B" for r in ok)
-            return ok, bad, stats
+            return ok, bad, {**stats, **judge.kept_stats(ok)}
 
         records, _ = self._stage(store, k, "judge", h, 2 * len(records), do_judge)
         if "sft_data" not in self.stages:
@@ -300,8 +299,9 @@ class Run:
         """SFT on the kept judgments (Ray Train); the result judges round k+1."""
         cfg, store = self.cfg, RoundStore(self.run_dir, k)
         base = self.seed if cfg.train.init_from == "seed" else previous
-        # The carried-over judge (too few examples) depends on the previous model too.
-        h = config_hash(h, "train", cfg.train, base.id, previous.id)
+        # init_from only picks ``base`` (whose id is hashed): in round 1 both choices train the same
+        # model, so it is left out. The carried-over judge (too few examples) depends on the previous model.
+        h = config_hash(h, "train", replace(cfg.train, init_from=""), base.id, previous.id)
         model_dir = store.root / "model"
         marker_ok = store.is_complete("train", h)
         if marker_ok and not store.summary("train").get("skipped") and not (model_dir / "config.json").is_file():

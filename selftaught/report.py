@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from selftaught.config import EVAL_MODES
 from selftaught.stats import fmt_ci
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ MISSING = "-"
 MAX_CELL = 48  # longer text cells (model paths) are shortened in the text table only
 EVAL_PREFIX = "eval/"
 AB_BA = ("acc_AB", "acc_BA")
-MODES = ("constrained", "free")  # decoding mode segment: eval/<mode>/<set>/<metric>
+MODES = EVAL_MODES  # decoding mode segment: eval/<mode>/<set>/<metric>
 LO, HI = "_lo", "_hi"  # K_lo / K_hi: the 95% interval of metric K
 
 PathLike = Union[str, "os.PathLike[str]"]

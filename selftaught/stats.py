@@ -49,19 +49,7 @@ def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0,
 
     Deterministic for a given ``seed`` (own ``random.Random``, global state untouched).
     None when ``values`` is empty; ``(v, v)`` when all values equal ``v``."""
-    xs = [float(v) for v in values]
-    if not xs:
-        return None
-    if not 0.0 < level < 1.0 or n_boot < 1:
-        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
-    # Short cut, and exact: summing n copies of v and dividing by n need not give back v in floats.
-    if all(x == xs[0] for x in xs):
-        return xs[0], xs[0]
-    rng = random.Random(seed)
-    n = len(xs)
-    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(n_boot))
-    alpha = (1.0 - level) / 2.0
-    return _quantile(means, alpha), _quantile(means, 1.0 - alpha)
+    return bootstrap_ratio(values, [1.0] * len(values), n_boot, seed, level)
 
 
 def bootstrap_ratio(nums: Sequence[float], dens: Sequence[float], n_boot: int = 2000, seed: int = 0,

@@ -152,20 +152,24 @@ def test_token_choice_returns_option_logprobs(engine, smollm2_path):
     greedy = GenRequest("g", msgs, Sampling(max_tokens=5), Constraint(tokens=("A", "B")), assistant_prefix="Verdict: [[")
     sampled = GenRequest("s", msgs, Sampling(n=4, temperature=1.0, max_tokens=5), Constraint(tokens=("A", "B")),
                          assistant_prefix="Verdict: [[")
-    g, s = engine.generate([greedy, sampled])
+    # A longer prompt in the same batch group: left padding must not change the log-probabilities.
+    longer = GenRequest("l", [{"role": "user", "content": "Two answers follow; one is wrong. " * 6 + msgs[0]["content"]}],
+                        Sampling(max_tokens=5), Constraint(tokens=("A", "B")), assistant_prefix="Verdict: [[")
+    g, s, lg = engine.generate([greedy, sampled, longer])
     assert g.texts in (["A"], ["B"]) and g.completion_tokens == [1]  # one token, whatever max_tokens says
     assert len(s.texts) == 4 and set(s.texts) <= {"A", "B"}
-    assert set(g.option_logprobs) == {"A", "B"} and g.option_logprobs == s.option_logprobs
+    assert set(g.option_logprobs) == {"A", "B"} and g.option_logprobs == pytest.approx(s.option_logprobs, abs=2e-3)
     assert g.texts[0] == max(g.option_logprobs, key=g.option_logprobs.get)  # greedy takes the likelier option
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
-    ids = torch.tensor([encode_prompt(tok, greedy)])
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
-    with torch.inference_mode():
-        lp = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
-    for o in ("A", "B"):
-        ref = float(lp[tok.encode(o, add_special_tokens=False)[0]])
-        assert abs(g.option_logprobs[o] - ref) < 2e-3, (o, g.option_logprobs[o], ref)
+    for req, res in ((greedy, g), (longer, lg)):
+        ids = torch.tensor([encode_prompt(tok, req)])
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+        for o in ("A", "B"):
+            ref = float(lp[tok.encode(o, add_special_tokens=False)[0]])
+            assert abs(res.option_logprobs[o] - ref) < 2e-3, (req.id, o, res.option_logprobs[o], ref)
     assert engine.generate([GenRequest("p", CHAT, Sampling(max_tokens=4))])[0].option_logprobs is None
     with pytest.raises(ValueError, match="one"):
         engine.generate([GenRequest("m", msgs, Sampling(), Constraint(tokens=("A", " Assistant B")))])
@@ -176,7 +180,10 @@ def test_frequency_penalty_breaks_loops(engine):
     from selftaught.degeneracy import repeat_ratio
 
     msgs = [{"role": "user", "content": "Write the word 'cat' fifty times, separated by spaces."}]
-    plain, penalized = engine.generate([GenRequest("p", msgs, Sampling(max_tokens=48)),
-                                        GenRequest("r", msgs, Sampling(max_tokens=48, frequency_penalty=1.0))])
+    plain, penalized, first_plain, first_penalized = engine.generate([
+        GenRequest("p", msgs, Sampling(max_tokens=48)), GenRequest("r", msgs, Sampling(max_tokens=48, frequency_penalty=1.0)),
+        GenRequest("p1", msgs, Sampling(max_tokens=1)), GenRequest("r1", msgs, Sampling(max_tokens=1, frequency_penalty=1.0))])
     assert plain.texts[0] != penalized.texts[0]
     assert repeat_ratio(penalized.texts[0]) < repeat_ratio(plain.texts[0])
+    # Output tokens only: the first token (no output yet) is the same, whatever the prompt repeats.
+    assert first_plain.texts == first_penalized.texts

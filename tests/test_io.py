@@ -110,6 +110,28 @@ def test_builtin_demo_set():
     assert all(len(r["instruction"].split()) <= 60 for r in rows)
 
 
+def test_more_files_with_their_own_mapping_and_reference_labels(tmp_path):
+    """``data.also``: each file keeps its own field mapping; ids get the file stem; the limit counts
+    all files together; ``category_field`` carries a reference label (absent = unlabelled)."""
+    from selftaught.config import DataSourceConfig
+
+    arena = tmp_path / "arena.jsonl"
+    arena.write_text("\n".join(json.dumps(r) for r in [
+        {"question_id": "q1", "turns": [{"content": "Plan a trip."}]},
+        {"question_id": "q1", "turns": [{"content": "Same id again."}]},  # line 2: duplicate within the file
+        {"question_id": "q2", "turns": []},  # line 3: no turn 0
+        {"question_id": "q3", "turns": [{"content": "Past the limit."}]},
+    ]))
+    cfg = DataConfig(path="builtin:demo_instructions.jsonl", id_field="id", category_field="category", limit=62,
+                     also=[DataSourceConfig(path=str(arena), instruction_field="turns.0.content", id_field="question_id")])
+    rows, rejects = load_instructions(cfg)
+    assert len(rows) == 62 and rows[0]["reference_category"] == "Coding"
+    extra = rows[60:]
+    assert [r["id"] for r in extra] == ["arena:q1", "arena:q3"] and [r["source"] for r in extra] == ["arena.jsonl:1", "arena.jsonl:4"]
+    assert "reference_category" not in extra[0]
+    assert sorted((Path(r.file).name, r.line) for r in rejects) == [("arena.jsonl", 2), ("arena.jsonl", 3)]
+
+
 # ---------------------------------------------------------------------------- json / parquet
 
 def test_json_input(tmp_path):

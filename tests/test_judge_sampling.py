@@ -11,6 +11,7 @@ from selftaught.parsing import parse_verdict
 from selftaught.stages import judge
 from selftaught.stages.base import OK, StageContext
 
+N_MAX = 2  # small enough that some (pair, order) exhaust it, large enough that others stop early
 PAIRS = [{"pair_id": f"p{i}", "instruction": f"What is {i} + {i}?", "chosen": f"{i} + {i} = {2 * i}.",
           "rejected": f"{i} + {i} = {2 * i + 1}.", "category": "Math"} for i in range(8)]
 
@@ -35,18 +36,26 @@ def _cfg(**kw) -> JudgeConfig:
 
 @pytest.mark.parametrize("fmt,template", [("verdict_first", "judge_verdict_first"), ("reasoning_first", "judge")])
 def test_adaptive_stops_at_first_correct_within_budget(engine, ctx, fmt, template):
-    rows = judge.process(PAIRS, engine, ctx, _cfg(format=fmt, template=template, n_max=5))
+    rows = judge.process(PAIRS, engine, ctx, _cfg(format=fmt, template=template, n_max=N_MAX))
     assert len(rows) == 16
     for r in rows:
         verdicts = [s["verdict"] for s in r["samples"]]
-        assert 1 <= len(verdicts) <= 5 and r["waves"] == len(verdicts)  # waves of 1, at most n_max
+        assert 1 <= len(verdicts) <= N_MAX and r["waves"] == len(verdicts)  # waves of 1, at most n_max
         if r["gold"] in verdicts:  # stopped at the first correct judgment, which is kept
             assert verdicts.index(r["gold"]) == len(verdicts) - 1 and r["status"] == OK
             assert r["kept_verdict"] == r["gold"] and parse_verdict(r["kept_judgment"], fmt).winner == r["gold"]
         else:  # the budget ran out
-            assert len(verdicts) == 5 and r["status"] == judge.NO_CORRECT
+            assert len(verdicts) == N_MAX and r["status"] == judge.NO_CORRECT
     stats = judge.sample_stats(rows, 0.5)
-    assert stats["samples"] == sum(len(r["samples"]) for r in rows) and stats["waves"] <= 5
+    assert stats["samples"] == sum(len(r["samples"]) for r in rows) and stats["waves"] <= N_MAX
+    assert any(r["status"] == OK for r in rows) and any(r["status"] == judge.NO_CORRECT for r in rows)
+    if fmt == "reasoning_first":  # every wave draws anew (T=1): a repeated request is not the same sample
+        for r in rows:
+            texts = [s["judgment"] for s in r["samples"]]
+            assert len(texts) < 2 or len(set(texts)) > 1, texts
+    # A budget that is not a multiple of the wave: the last wave is cut to what is left.
+    uneven = judge.process(PAIRS[:4], engine, ctx, _cfg(format=fmt, template=template, n=2, n_max=3))
+    assert all(len(r["samples"]) in (2, 3) and r["waves"] in (1, 2) for r in uneven)
     # Fixed N (no n_max): exactly N per item, one wave.
     fixed = judge.process(PAIRS[:2], engine, ctx, _cfg(format=fmt, template=template, n=3))
     assert all(len(r["samples"]) == 3 and r["waves"] == 1 for r in fixed)
@@ -56,6 +65,7 @@ def test_swap_mirrors_the_other_order_and_balances(engine, ctx):
     rows = judge.process(PAIRS, engine, ctx, _cfg(n=1, n_max=3, swap=True))
     by = {r["example_id"]: r for r in rows}
     mirrors = [r for r in rows if r["kept_source"] == judge.MIRROR]
+    assert mirrors  # the tiny judge misses some orders that the other order's mirror fills
     for r in rows:
         other = by[r["mirrored_from"]] if r["kept_source"] == judge.MIRROR else None
         if other is not None:  # the exact mirror: answers swapped, verdict flipped, references swapped
@@ -63,15 +73,15 @@ def test_swap_mirrors_the_other_order_and_balances(engine, ctx):
             assert r["kept_verdict"] == r["gold"] != other["kept_verdict"]
             assert parse_verdict(r["kept_judgment"], "verdict_first").winner == r["gold"]
             assert r["kept_judgment"].split("\n")[0] != other["kept_judgment"].split("\n")[0]
-    # With swap a pair stops as soon as either order has a correct judgment.
+    # With swap a pair is done as soon as either order has a correct judgment that mirrors exactly.
     for pid in {r["pair_id"] for r in rows}:
         ab, ba = by[f"{pid}/AB"], by[f"{pid}/BA"]
         if ab["status"] == OK or ba["status"] == OK:
-            assert ab["status"] == ba["status"] == OK
+            assert ab["status"] == ba["status"] == OK or ab.get("mirror_failed") or ba.get("mirror_failed")
     balanced = judge.balance(rows, seed=0)
     kept = [r for r in balanced if r["status"] == OK]
-    assert kept and sum(r["gold"] == "A" for r in kept) == sum(r["gold"] == "B" for r in kept)
-    assert judge.sample_stats(rows, 0.5)["kept_mirror"] == len(mirrors)
+    stats = judge.kept_stats(kept)
+    assert stats["kept_A"] == stats["kept_B"] > 0 and stats["kept_mirror"] + stats["kept_sampled"] == len(kept)
 
 
 def test_calibration_uses_the_pair_offset(engine, ctx):

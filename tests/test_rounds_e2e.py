@@ -122,3 +122,15 @@ def test_two_rounds_zero2_resume(tmp_path, tiny_model_path, env):
     # One W&B run across resumes, steps still increasing.
     state3 = json.loads((root / "tracking.json").read_text())
     assert state3["run_id"] == state["run_id"] and state3["last_step"] > first_last_step
+
+    # Too few examples for train.min_examples: no round trains, each judge carries over, and the
+    # eval of an unchanged judge is reused from the round that ran it, not run again.
+    skipped = run(compose([f"output_dir={tmp_path}", "name=rounds", f"model.path={tiny_model_path}",
+                           f"data.path={data}", "ray.num_cpus=2", *TINY_TWO_ROUNDS, "train.min_examples=100000"]))
+    evals = {s["round"]: s for s in skipped.summaries if s["stage"] == "eval"}
+    trains = {s["round"]: s for s in skipped.summaries if s["stage"] == "train"}
+    assert trains[1]["skipped"] and trains[2]["skipped"]
+    assert skipped.models == {0: tiny_model_path, 1: tiny_model_path, 2: tiny_model_path}
+    assert evals[0]["resumed"] and evals[1]["reused_from"] == "round_0" and evals[2]["reused_from"] == "round_1"
+    assert evals[1]["seconds"] == 0.0 and evals[1]["metrics"] == evals[0]["metrics"]
+    assert (root / "round_2" / "eval" / MARKER).is_file()

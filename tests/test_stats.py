@@ -73,3 +73,18 @@ def test_fmt_ci():
     assert fmt_ci(0.5213, 0.4204, 0.6199, sep=",") == "0.521 [0.42,0.62]"
     assert fmt_ci(0.5213) == "0.521"
     assert fmt_ci(None, 0.1, 0.2) == "-" and fmt_ci(float("nan")) == "-"
+
+
+def test_bootstrap_ratio_is_the_rate_over_rows_with_pairs_as_units():
+    from selftaught.stats import bootstrap_ratio
+
+    # 40 pairs judged in both orders: the rate over the 80 rows is 0.5 either way, but when the two
+    # orders of a pair always agree the pairs carry half the information: a wider interval.
+    agree = ([2] * 20 + [0] * 20, [2] * 40)
+    split = ([1] * 40, [2] * 40)
+    lo_a, hi_a = bootstrap_ratio(*agree)
+    assert lo_a < 0.5 < hi_a and hi_a - lo_a > wilson(40, 80)[1] - wilson(40, 80)[0]
+    assert bootstrap_ratio(*split) == (0.5, 0.5)  # every pair at the same rate: no uncertainty left
+    assert bootstrap_ratio([0, 0], [0, 0]) is None and bootstrap_ratio([], []) is None
+    # Units without a denominator (no parsed verdict) are resampled but skipped in the ratio.
+    assert bootstrap_ratio([1, 0, 0], [1, 1, 0], seed=1) == bootstrap_ratio([1, 0, 0], [1, 1, 0], seed=1)

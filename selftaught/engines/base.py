@@ -45,9 +45,8 @@ class Constraint:
     def as_regex(self) -> str:
         if self.regex is not None:
             return self.regex
-        options = self.choice or self.tokens
-        assert options, "empty constraint"
-        return "(" + "|".join(regex_escape(c) for c in options) + ")"
+        assert self.choice, "empty constraint (token options have no regex: engines mask them)"
+        return "(" + "|".join(regex_escape(c) for c in self.choice) + ")"
 
 
 @dataclass

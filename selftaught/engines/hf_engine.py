@@ -59,6 +59,7 @@ class HFEngine:
         self.eos_id: int = self.tokenizer.eos_token_id
         self.pad_id: int = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self._compiler = None
+        self._calls = 0
         self._grammars: dict[Constraint, object] = {}
 
     # -- structured decoding ------------------------------------------------------------------
@@ -76,7 +77,10 @@ class HFEngine:
 
     # -- generation ---------------------------------------------------------------------------
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        torch.manual_seed(self.cfg.seed)  # reproducible sampling per call
+        # Deterministic, but a new draw on every call (as vLLM's engine-level RNG moves on): a
+        # repeated request (the next adaptive wave, a retry) must not get the same samples back.
+        torch.manual_seed(self.cfg.seed * 1_000_003 + self._calls)
+        self._calls += 1
         groups: dict[tuple[Sampling, Constraint | None], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[(r.sampling, r.constraint)].append(i)

@@ -9,16 +9,19 @@ selected by category quotas); the row is kept so nothing is lost.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from selftaught.config import CategorizeConfig
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
+from selftaught.engines.base import option_token_ids
 from selftaught.parsing import CATEGORY_TAIL, category_regex, parse_category
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
 from selftaught.stats import wilson
 
 STAGE = "categorize"
+log = logging.getLogger("selftaught.categorize")
 
 
 # Content-free stand-ins for an instruction: their scores are the model's prior over categories.
@@ -26,13 +29,20 @@ CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 def _first_tokens(engine: Engine, categories: list[str]) -> Optional[tuple[str, ...]]:
-    """Each category's first token (as the model writes it after "Category:"), or None when two
-    categories share one (calibrated choice then cannot tell them apart)."""
+    """Each category's first token (as the model writes it after "Category:"), or None (with a
+    warning) when the engine returns no option log-probabilities (a served model) or two categories
+    share a first token (calibrated choice then cannot tell them apart)."""
     tok = getattr(engine, "tokenizer", None)
-    if tok is None:
+    if tok is None or engine.name == "openai":
+        log.warning("categorize.calibrate: engine %s returns no option log-probabilities; generating labels", engine.name)
         return None
     firsts = tuple(tok.decode(tok.encode(" " + c, add_special_tokens=False)[:1]) for c in categories)
-    if len(set(firsts)) < len(firsts) or any(len(tok.encode(f, add_special_tokens=False)) != 1 for f in firsts):
+    try:
+        option_token_ids(tok, firsts)
+    except ValueError:
+        firsts = ()
+    if len(set(firsts)) < len(categories):
+        log.warning("categorize.calibrate: categories share a first token; generating labels")
         return None
     return firsts
 

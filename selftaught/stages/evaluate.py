@@ -19,6 +19,7 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Optional
 
 from selftaught.config import EvalConfig
@@ -26,7 +27,7 @@ from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.stages.base import OK, TOO_LONG, StageContext, provenance
-from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, sample
+from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 
 STAGE = "eval"
@@ -55,12 +56,13 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
     for mode in cfg.modes:
         greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
                                max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
-        judged = sample(items, 1, engine, ctx, tpl, greedy)
+        mode_ctx = replace(ctx, constrained=greedy.constrained)  # provenance: this mode's decoding
+        judged = sample(items, 1, engine, mode_ctx, tpl, greedy)
         voted = {}
         if cfg.majority_k > 1:
             vote = JudgeDecoding(format=cfg.format, constrained=greedy.constrained, temperature=cfg.temperature,
                                  top_p=cfg.top_p, max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
-            voted = sample(items, cfg.majority_k, engine, ctx, tpl, vote, explain="none")
+            voted = sample(items, cfg.majority_k, engine, mode_ctx, tpl, vote, explain="none")
         for item, b in zip(items, base):
             row = {**b, "mode": mode}
             res = judged.get(item.id)
@@ -77,7 +79,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
                 status=OK, judgment=s["judgment"], verdict=s["verdict"], error=s["error"],
                 correct=s["verdict"] == row["gold"], margin=s["margin"], repeat=s["repeat"],
                 votes=votes, majority=majority, majority_correct=(majority == row["gold"]) if votes is not None else None,
-                eval_meta=provenance(STAGE, ctx, tpl.id, greedy.text_sampling(1, cfg.max_tokens),
+                eval_meta=provenance(STAGE, mode_ctx, tpl.id, greedy.text_sampling(1, budget(greedy)),
                                      res["prompt_tokens"] * (2 if votes is not None else 1), tokens, engine),
             )
             rows.append(row)

@@ -69,6 +69,12 @@ class JudgeDecoding:
         return Sampling(n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=1)
 
 
+def budget(dec: JudgeDecoding) -> int:
+    """Tokens one generation may take: the reasoning/explanation budget, plus the verdict line in
+    free decoding (constrained decoding writes the verdict in a step of its own)."""
+    return dec.max_tokens + (0 if dec.constrained else VERDICT_ROOM)
+
+
 def both_orders(pid: str, instruction: str, chosen: str, rejected: str) -> list[tuple[str, str, JudgeItem]]:
     """The two presentations of a pair, ``(order, gold, item)``: chosen shown as A, then as B."""
     out = []
@@ -127,7 +133,8 @@ class _Calibrator:
         if self.temperature <= 0:
             return "A" if d > 0 else "B"
         rng = random.Random(f"{self.seed}:{it.id}:{i}")  # per sample: independent of batching
-        return "A" if rng.random() < 1.0 / (1.0 + math.exp(-d / self.temperature)) else "B"
+        z = max(-50.0, min(50.0, d / self.temperature))  # exp() overflows past ~709
+        return "A" if rng.random() < 1.0 / (1.0 + math.exp(-z)) else "B"
 
 
 def sample(items: list[JudgeItem], n: int, engine: Engine, ctx: StageContext, tpl: Template, dec: JudgeDecoding,
@@ -141,8 +148,7 @@ def sample(items: list[JudgeItem], n: int, engine: Engine, ctx: StageContext, tp
     (or the next, while the explanation is degenerate above ``degenerate_above``); ``none``:
     verdicts only (majority votes). Unexplained judgments are just their verdict line.
     """
-    text_budget = dec.max_tokens + (0 if dec.constrained else VERDICT_ROOM)
-    base = {it.id: GenRequest(id=it.id, messages=judge_messages(tpl, it), sampling=dec.text_sampling(n, text_budget))
+    base = {it.id: GenRequest(id=it.id, messages=judge_messages(tpl, it), sampling=dec.text_sampling(n, budget(dec)))
             for it in items}
     fitting = [it for it in items if fits(engine, base[it.id], ctx, extra_tokens=VERDICT_ROOM if dec.constrained else 0)]
     if not dec.constrained:  # free: one generation, parsed in the format
@@ -203,9 +209,9 @@ def _verdict_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, 
             batch, queue = [(iid, i) for iid, q in queue.items() for i in q], {}
         reqs = [GenRequest(f"{iid}#{i}", base[iid].messages, dec.text_sampling(1, dec.max_tokens, stop=("[[",)),
                            assistant_prefix=verdict_line(verdicts[iid][i], fmt) + "\n\n") for iid, i in batch]
-        for (iid, i), res in zip(batch, engine.generate(reqs) if dec.max_tokens > 0 else [None] * len(reqs)):
-            text = _first_line(res.texts[0]) if res is not None else ""
-            texts[(iid, i)] = (text, res.completion_tokens[0] if res is not None else 0)
+        for (iid, i), res in zip(batch, engine.generate(reqs)):
+            text = _first_line(res.texts[0])
+            texts[(iid, i)] = (text, res.completion_tokens[0])
             if explain == "correct" and not (degenerate_above is not None and repeat_ratio(text) > degenerate_above):
                 queue[iid] = []  # this one is kept: no more explanations for the item
     out = {}
@@ -242,8 +248,23 @@ def mirror(judgment: str, row: dict, fmt: str) -> Optional[str]:
     return text if parse_verdict(text, fmt).winner == want else None
 
 
+def _mirrorable(row: dict, cfg: JudgeConfig) -> list[tuple[dict, str]]:
+    """(usable sample, its mirror) for every usable judgment of ``row`` whose mirror is exact."""
+    out = []
+    for s in row["samples"]:
+        if _usable(s, row["gold"], cfg):
+            text = mirror(s["judgment"], row, cfg.format)
+            if text is not None:
+                out.append((s, text))
+    return out
+
+
 def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConfig) -> list[dict]:
-    """One row per (pair, order) with every sample and the kept judgment (or the reason there is none)."""
+    """One row per (pair, order) with every sample and the kept judgment (or the reason there is none).
+
+    The kept judgment is drawn at random from the usable correct ones (verdict_first explains only
+    the first correct judgment of a wave, so that is the one); with ``swap``, an order with none
+    takes the mirror of one of the other order's usable judgments that mirrors exactly."""
     tpl = load_template(cfg.template)
     dec = decoding(cfg, ctx.constrained)
     items, rows = [], {}
@@ -256,11 +277,11 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
                 "category": p.get("category"), "samples": [], "waves": 0, "prompt_tokens": None,
             }
     partner = {it.id: f"{it.pair_id}/{'BA' if it.id.endswith('/AB') else 'AB'}" for it in items}
-    budget = cfg.n_max or cfg.n
+    n_max = cfg.n_max or cfg.n
     offsets: Optional[dict[str, float]] = {} if cfg.calibrate and ctx.constrained else None
     pending, wave = list(items), 0
     while pending:
-        k = min(cfg.n, budget - len(rows[pending[0].id]["samples"]))  # pending items all drew as many
+        k = min(cfg.n, n_max - len(rows[pending[0].id]["samples"]))  # pending items all drew as many
         got = sample(pending, k, engine, ctx, tpl, dec, offsets, explain="correct",
                      degenerate_above=cfg.degenerate_threshold if cfg.drop_degenerate else None,
                      seed=f"{ctx.seed}:{wave}")
@@ -273,9 +294,9 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
         if cfg.n_max is None:
             break
         done = {it.id for it in pending if any(_usable(s, it.gold, cfg) for s in rows[it.id]["samples"])}
-        if cfg.swap:  # the other order is served by the mirror
-            done |= {partner[i] for i in done}
-        pending = [it for it in pending if it.id in got and it.id not in done and len(rows[it.id]["samples"]) < budget]
+        if cfg.swap:  # the other order is served by an exact mirror, when one exists
+            done |= {partner[i] for i in done if _mirrorable(rows[i], cfg)}
+        pending = [it for it in pending if it.id in got and it.id not in done and len(rows[it.id]["samples"]) < n_max]
 
     for it in items:
         row = rows[it.id]
@@ -293,19 +314,22 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
             n_correct=sum(s["verdict"] == it.gold for s in samples),
             kept_judgment=kept["judgment"] if kept else None, kept_verdict=kept["verdict"] if kept else None,
             kept_source=SAMPLED if kept else None,
-            judge_meta=provenance(STAGE, ctx, tpl.id, dec.text_sampling(cfg.n, cfg.max_tokens), row["prompt_tokens"],
+            judge_meta=provenance(STAGE, ctx, tpl.id, dec.text_sampling(cfg.n, budget(dec)), row["prompt_tokens"],
                                   sum(s["tokens"] for s in samples), engine),
         )
     if cfg.swap:
         for it in items:
             row, other = rows[it.id], rows[partner[it.id]]
-            if row["status"] == NO_CORRECT and other["kept_source"] == SAMPLED:
-                text = mirror(other["kept_judgment"], other, cfg.format)
-                if text is None:
-                    row["mirror_failed"] = True
-                else:
-                    row.update(status=OK, kept_judgment=text, kept_verdict=it.gold, kept_source=MIRROR,
-                               mirrored_from=other["example_id"])
+            if row["status"] != NO_CORRECT or other["kept_source"] != SAMPLED:
+                continue
+            candidates = _mirrorable(other, cfg)
+            if not candidates:
+                row["mirror_failed"] = True
+                continue
+            # The other order's kept judgment when it mirrors exactly, else another of its usable ones.
+            text = next((t for s, t in candidates if s["judgment"] == other["kept_judgment"]), candidates[0][1])
+            row.update(status=OK, kept_judgment=text, kept_verdict=it.gold, kept_source=MIRROR,
+                       mirrored_from=other["example_id"])
     return [rows[it.id] for it in items]
 
 
@@ -323,12 +347,12 @@ def balance(rows: list[dict], seed: int) -> list[dict]:
 
 
 def sample_stats(rows: list[dict], degenerate_threshold: float) -> dict:
-    """Parse rate, verdict balance, sample accuracy, degeneracy and what was kept, over all samples."""
+    """Parse rate, verdict balance, sample accuracy and degeneracy over all samples; mirror failures."""
     samples = [(s, r["gold"]) for r in rows for s in r["samples"]]
     verdicts = Counter(s["verdict"] for s, _ in samples if s["verdict"])
     errors = Counter(s["error"] for s, _ in samples if s["error"])
+    # verdict_first explains only the judgments that may be kept: the rate is over those.
     explained = [s for s, _ in samples if s["explained"]]
-    kept = Counter(r.get("kept_source") for r in rows if r.get("kept_source"))
     judged = [r for r in rows if r["samples"]]
     n = len(samples)
     parsed = sum(verdicts.values())
@@ -347,7 +371,12 @@ def sample_stats(rows: list[dict], degenerate_threshold: float) -> dict:
         "parse_errors": dict(errors),
         # Judgments with more than ``degenerate_threshold`` of their 4-grams repeated (see degeneracy.py).
         "degenerate_rate": rate(sum(s["repeat"] > degenerate_threshold for s in explained), len(explained)),
-        "kept_sampled": kept.get(SAMPLED, 0),
-        "kept_mirror": kept.get(MIRROR, 0),
         "mirror_failed": sum(bool(r.get("mirror_failed")) for r in rows),
     }
+
+
+def kept_stats(kept: list[dict]) -> dict:
+    """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored."""
+    return {"kept_A": sum(r["gold"] == "A" for r in kept), "kept_B": sum(r["gold"] == "B" for r in kept),
+            "kept_sampled": sum(r["kept_source"] == SAMPLED for r in kept),
+            "kept_mirror": sum(r["kept_source"] == MIRROR for r in kept)}

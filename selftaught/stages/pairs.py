@@ -84,15 +84,15 @@ def process_separate(records: list[dict], engine: Engine, ctx: StageContext, cfg
     pending = [(r, mod) for r, _, mod in fitting]
     for attempt in range(cfg.retries + 1):
         if attempt:  # greedy would write the same x' again: sample it
-            retry_s = replace(inst_s, temperature=cfg.retry_temperature, top_p=0.95)
+            retry_s = replace(inst_s, temperature=cfg.retry_temperature)
             reqs = [replace(mod, id=f"{mod.id}#{attempt}", sampling=retry_s) for _, mod in pending]
             modified.update({r["id"]: res for (r, _), res in zip(pending, engine.generate(reqs))})
-        follow = []
+        follow, too_long = [], set()
         for r, _ in pending:
             xp = modified[r["id"]].texts[0].strip()
             req = GenRequest(id=f"{r['id']}/rejected", messages=answer_tpl.messages(instruction=xp), sampling=answer_s)
-            if xp and not same_text(xp, r["instruction"]) and fits(engine, req, ctx):
-                follow.append(req)
+            if xp and not same_text(xp, r["instruction"]):
+                (follow.append(req) if fits(engine, req, ctx) else too_long.add(r["id"]))
         second = {res.id: res for res in engine.generate(follow)}
         still = []
         for r, mod in pending:
@@ -100,13 +100,13 @@ def process_separate(records: list[dict], engine: Engine, ctx: StageContext, cfg
             text, xp = chosen[r["id"]], m.texts[0].strip()
             rejected = rej.texts[0].strip() if rej is not None else None
             row = rows[r["id"]]
-            row.update(modify_output=xp, attempts=attempt + 1)
+            row.update(modify_output=xp, attempts=attempt + 1, rejected_meta=None)
             if rej is not None:
                 row["rejected_meta"] = {
                     **provenance(STAGE, ctx, inst_tpl.id, answer_s, rej.prompt_tokens + m.prompt_tokens,
                                  rej.completion_tokens[0] + m.completion_tokens[0], engine),
                     "finish_reason": rej.finish_reasons[0], "x_truncated": m.finish_reasons[0] == "length"}
-            row["status"] = _status(text, r["instruction"], xp, rejected)
+            row["status"] = TOO_LONG if r["id"] in too_long else _status(text, r["instruction"], xp, rejected)
             if row["status"] == OK:
                 row.update(chosen=text, modified_instruction=xp, rejected=rejected)
             else:
