@@ -2,7 +2,7 @@
 """Judge sampling cost: fixed N vs adaptive waves, with swap augmentation or calibration, in one run.
 
     python scripts/bench_judge_cost.py                         # SmolLM2 seed, 24 demo-eval pairs, both formats
-    python scripts/bench_judge_cost.py --pairs runs/demo/data/pairs/data.parquet --formats verdict_first
+    python scripts/bench_judge_cost.py --pairs runs/demo/data/pairs/data --formats verdict_first
 
 Every case runs the judge stage (``selftaught.stages.judge.process``) on the same pairs with the same
 in-process engine (one vLLM start), then the A/B balance, and prints per case: generated judge
@@ -71,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:smollm2")
     ap.add_argument("--backend", default="vllm", choices=("vllm", "hf"))
-    ap.add_argument("--pairs", default=None, help="a pairs stage parquet (default: the demo eval set's gold pairs)")
+    ap.add_argument("--pairs", default=None, help="a pairs stage data folder or parquet file (default: the demo eval set's gold pairs)")
     ap.add_argument("--limit", type=int, default=24, help="pairs to judge")
     ap.add_argument("--formats", default="verdict_first,reasoning_first")
     ap.add_argument("--n", type=int, default=15, help="fixed N, and the adaptive budget n_max")

@@ -24,8 +24,6 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEEPSPEED_DIR = ROOT / "conf" / "deepspeed"
 
 
 def model_config(name: str):
@@ -93,7 +91,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, strategy
     cfg = model_config(args.model_config)
     ds_cfg = None
     if strategy != "plain":
-        ds_cfg = json.loads((DEEPSPEED_DIR / f"{strategy}.json").read_text())
+        from selftaught.config import TrainConfig, load_deepspeed  # the shipped selftaught/conf/deepspeed/*.json
+
+        ds_cfg = load_deepspeed(TrainConfig(strategy=strategy, deepspeed=f"{strategy}.json"))
     bf16 = bool(args.bf16)
     steps = args.warmup + args.steps
     targs = TrainingArguments(

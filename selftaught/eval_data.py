@@ -41,7 +41,7 @@ def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     for i, s in enumerate(cfg.sets):
         name = eval_set_name(s)
         for f in eval_files(s, i):
-            rows, rejects = io.load_pairwise_eval(f, s.format, cfg.limit)
+            rows, rejects = io.load_pairwise_eval(f, s.format, cfg.limit, f"eval.sets.{i}.path")
             for r in rows:
                 pairs.append({**r, "set": name, "eval_id": f"{name}/{Path(f).stem}/{r['id']}"})  # ids: unique per file
             failures += [{"source": f"{x.file}:{x.line}", "reason": x.reason, "snippet": x.snippet} for x in rejects]

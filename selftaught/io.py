@@ -1,8 +1,10 @@
 """Reading user data and reading/writing stage records.
 
 User files are untrusted: every bad row becomes a ``Reject`` (file, 1-based line, reason) and
-loading goes on, so one broken line never costs a run. Stage outputs are ours: they are written
-atomically (tmp file + ``os.replace``) so a killed stage never leaves a half file that a resumed
+loading goes on, so one broken line never costs a run; a file that gives no row at all (empty,
+every row rejected, another format than its suffix says) is a ``DataError``, one line naming the
+key to fix, raised before any engine starts. Stage outputs are ours: they are written
+durably and atomically (``atomic.py``) so a killed stage never leaves a half file that a resumed
 run would take as done.
 """
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from selftaught.config import DataConfig
+from selftaught.atomic import atomic_path
+from selftaught.config import ConfigError, DataConfig
 
 log = logging.getLogger("selftaught.io")
 
@@ -29,6 +33,16 @@ SNIPPET_LEN = 120
 _MISSING = object()  # distinguishes an absent field from an explicit null
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class DataError(ConfigError):
+    """An input file that cannot give a single row; the message starts with the key to fix (the
+    CLI prints it as one line and exits 2, like any config error)."""
+
+
+def _key(what: str, name: str) -> str:
+    """The config key beside ``what``: ("data.also.0.path", "format") -> "data.also.0.format"."""
+    return f"{what.rsplit('.', 1)[0]}.{name}" if what.endswith(".path") else name
 
 
 @dataclass
@@ -90,18 +104,20 @@ def resolve_data_path(spec: str, what: str = "data.path") -> str:
         return p
 
 
-def _format(path: str, fmt: str) -> str:
+def _format(path: str, fmt: str, what: str = "path") -> str:
+    key = _key(what, "format")
     if fmt != "auto":
         if fmt not in FORMATS:
-            raise ValueError(f"format must be auto|{'|'.join(FORMATS)}, got {fmt!r}")
+            raise DataError(f"{key}: must be auto|{'|'.join(FORMATS)}, got {fmt!r}")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix.lstrip(".") in FORMATS:
         return suffix.lstrip(".")
-    raise ValueError(f"{path}: cannot infer the format from suffix {suffix!r}; set format to jsonl|json|parquet")
+    hint = "CSV is not read: convert it to JSON lines" if suffix == ".csv" else "jsonl = one JSON object per line"
+    raise DataError(f"{what}: cannot infer the format of {path} from suffix {suffix!r}; set {key}=jsonl|json|parquet ({hint})")
 
 
-def _iter_rows(path: str, fmt: str) -> Iterator[tuple[int, Any, Any, Optional[str]]]:
+def _iter_rows(path: str, fmt: str, what: str = "path") -> Iterator[tuple[int, Any, Any, Optional[str]]]:
     """Yield (line, row, raw for the snippet, error). Streams so ``limit`` stops early."""
     if fmt == "jsonl":
         with open(path, "rb") as f:  # bytes: a non-UTF-8 line is one reject, not a crash
@@ -123,21 +139,39 @@ def _iter_rows(path: str, fmt: str) -> Iterator[tuple[int, Any, Any, Optional[st
         try:
             obj = json.loads(data)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+            if e.msg == "Extra data" and _first_line_is_json(data):  # JSON lines under a .json name
+                raise DataError(f"{what}: {path} holds JSON lines (one object per line), not one JSON document; "
+                                f"set {_key(what, 'format')}=jsonl") from None
+            raise DataError(f"{what}: {path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not valid UTF-8 at byte {e.start}") from e
+            raise DataError(f"{what}: {path}: not valid UTF-8 at byte {e.start}") from None
         if not isinstance(obj, list):
-            raise ValueError(f"{path}: expected a top-level JSON list of objects, got {type(obj).__name__}")
+            raise DataError(f"{what}: {path}: expected a top-level JSON list of objects, got {type(obj).__name__} "
+                            f"(one object per line is {_key(what, 'format')}=jsonl)")
         for i, row in enumerate(obj, 1):
             yield i, row, row, None
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{what}: {path} is not a parquet file ({e}); set {_key(what, 'format')}=jsonl|json|parquet") from None
         i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in pf.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 i += 1
                 yield i, row, row, None
+
+
+def _first_line_is_json(data: bytes) -> bool:
+    line = next((x for x in data.splitlines() if x.strip()), b"")
+    try:
+        json.loads(line)
+        return True
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
 
 
 def _text(row: dict, dotted: str) -> tuple[str, Optional[str]]:
@@ -157,14 +191,14 @@ def _text(row: dict, dotted: str) -> tuple[str, Optional[str]]:
 Converter = Callable[[dict], Union[dict, str]]
 
 
-def _load(spec: str, fmt: str, convert: Converter, limit: Optional[int], what: str) -> tuple[list[dict], list[Reject]]:
-    rows: list[dict] = []
-    rejects: list[Reject] = []
+def _iter_load(spec: str, fmt: str, convert: Converter, limit: Optional[int], what: str) -> Iterator[Union[dict, Reject]]:
+    """Rows and rejects of one file, in file order, streamed (only the ids seen are kept)."""
+    n_rows = n_rejects = 0
     first_line: dict[str, int] = {}
     with _source_path(spec, what) as path:
         name, stem = Path(path).name, Path(path).stem
-        for line, row, raw, err in _iter_rows(path, _format(path, fmt)):
-            if limit is not None and len(rows) >= limit:
+        for line, row, raw, err in _iter_rows(path, _format(path, fmt, what), what):
+            if limit is not None and n_rows >= limit:
                 break
             out: Union[dict, str] = err if err is not None else (
                 convert(row) if isinstance(row, dict) else f"row is not a JSON object (got {type(row).__name__})"
@@ -175,42 +209,71 @@ def _load(spec: str, fmt: str, convert: Converter, limit: Optional[int], what: s
                     out = f"duplicate id {rid!r} (first at line {first_line[rid]})"
                 else:
                     first_line[rid] = line
-                    rows.append({"id": rid, **{k: v for k, v in out.items() if k != "id"}, "source": f"{name}:{line}"})
+                    n_rows += 1
+                    yield {"id": rid, **{k: v for k, v in out.items() if k != "id"}, "source": f"{name}:{line}"}
                     continue
-            rejects.append(Reject(path, line, out, _snippet(raw)))
-        for r in rejects[:MAX_LOGGED_REJECTS]:
-            log.warning("%s:%d: %s", r.file, r.line, r.reason)
-        if len(rejects) > MAX_LOGGED_REJECTS:
-            log.warning("%s: %d more rejected rows not shown (%d in all)", path, len(rejects) - MAX_LOGGED_REJECTS, len(rejects))
-        log.info("%s: %d rows loaded, %d rejected", path, len(rows), len(rejects))
+            n_rejects += 1
+            if n_rejects <= MAX_LOGGED_REJECTS:
+                log.warning("%s:%d: %s", path, line, out)
+            yield Reject(path, line, out, _snippet(raw))
+        if n_rejects > MAX_LOGGED_REJECTS:
+            log.warning("%s: %d more rejected rows not shown (%d in all)", path, n_rejects - MAX_LOGGED_REJECTS, n_rejects)
+        log.info("%s: %d rows loaded, %d rejected", path, n_rows, n_rejects)
+
+
+def _load(spec: str, fmt: str, convert: Converter, limit: Optional[int], what: str) -> tuple[list[dict], list[Reject]]:
+    items = list(_iter_load(spec, fmt, convert, limit, what))
+    return [x for x in items if isinstance(x, dict)], [x for x in items if isinstance(x, Reject)]
+
+
+def check_instructions(cfg: DataConfig) -> tuple[int, int]:
+    """(rows, rejected) of the instruction files, read as the load stage reads them (up to
+    ``data.limit``, streamed: nothing kept); ``DataError`` if a file gives no row. For the driver,
+    before Ray or any engine starts: an input that cannot work stops the run in one line."""
+    rows = rejects = 0
+    for x in iter_instructions(cfg):
+        rows += isinstance(x, dict)
+        rejects += isinstance(x, Reject)
     return rows, rejects
 
 
 def load_instructions(cfg: DataConfig) -> tuple[list[dict], list[Reject]]:
     """Rows ``{"id", "instruction", "source": "<file name>:<line>"}`` plus the rejected lines, from
-    ``data.path`` and then every ``data.also`` file (ids prefixed with the file stem there)."""
-    rows, rejects = _load_source(cfg, cfg.limit)
-    seen = {r["id"] for r in rows}
-    for i, src in enumerate(cfg.also):
-        if cfg.limit is not None and len(rows) >= cfg.limit:
+    ``data.path`` and then every ``data.also`` file (ids prefixed with the file stem there).
+    ``DataError`` (naming the key to fix) if a file gives no row."""
+    items = list(iter_instructions(cfg))
+    return [x for x in items if isinstance(x, dict)], [x for x in items if isinstance(x, Reject)]
+
+
+def iter_instructions(cfg: DataConfig) -> Iterator[Union[dict, Reject]]:
+    """``load_instructions``, streamed in file order: the load stage writes its shards from this."""
+    seen: set[str] = set()
+    n = 0
+    sources = [(cfg, "data.path")] + [(src, f"data.also.{i}.path") for i, src in enumerate(cfg.also)]
+    for i, (src, what) in enumerate(sources):
+        if cfg.limit is not None and n >= cfg.limit:
             break
-        more, bad = _load_source(src, None if cfg.limit is None else cfg.limit - len(rows), f"data.also.{i}.path")
-        rejects += bad
-        for r in more:
-            rid = f"{Path(r['source'].rsplit(':', 1)[0]).stem}:{r['id']}"
-            if rid in seen:
-                rejects.append(Reject(src.path, int(r["source"].rsplit(":", 1)[1]), f"duplicate id {rid!r} across files",
-                                      _snippet(r["instruction"])))
-                continue
-            seen.add(rid)
-            rows.append({**r, "id": rid})
-    return rows, rejects
+        for x in _iter_source(src, None if cfg.limit is None else cfg.limit - n, what):
+            if isinstance(x, dict) and i > 0:  # data.also: ids get the file stem, unique across files
+                rid = f"{Path(x['source'].rsplit(':', 1)[0]).stem}:{x['id']}"
+                if rid in seen:
+                    x = Reject(src.path, int(x["source"].rsplit(":", 1)[1]), f"duplicate id {rid!r} across files",
+                               _snippet(x["instruction"]))
+                else:
+                    x = {**x, "id": rid}
+            if isinstance(x, dict):
+                seen.add(x["id"])
+                n += 1
+            yield x
 
 
-def _load_source(cfg, limit: Optional[int], what: str = "data.path") -> tuple[list[dict], list[Reject]]:
-    """One file of ``load_instructions`` (a ``DataConfig`` or ``DataSourceConfig``)."""
+def _iter_source(cfg, limit: Optional[int], what: str = "data.path") -> Iterator[Union[dict, Reject]]:
+    """One file of ``iter_instructions`` (a ``DataConfig`` or ``DataSourceConfig``)."""
+    row_keys: list[str] = []  # the first object's keys: the hint when no row maps
 
     def convert(row: dict) -> Union[dict, str]:
+        if not row_keys:
+            row_keys.extend(str(k) for k in list(row)[:12])
         text, err = _text(row, cfg.instruction_field)
         if err:
             return err
@@ -223,8 +286,8 @@ def _load_source(cfg, limit: Optional[int], what: str = "data.path") -> tuple[li
         rid = None
         if cfg.id_field:
             rid = get_field(row, cfg.id_field)
-            if rid is _MISSING or rid is None:
-                return f"missing field {cfg.id_field!r}"
+            if rid is _MISSING:
+                rid = None  # forgiving: <file stem>-<line>, so plain {"instruction"} rows load under data=demo's id_field
             if isinstance(rid, (dict, list)):
                 return f"field {cfg.id_field!r} is not a scalar id"
         out = {"id": rid, "instruction": text}
@@ -233,10 +296,39 @@ def _load_source(cfg, limit: Optional[int], what: str = "data.path") -> tuple[li
             out["reference_category"] = ref.strip() if isinstance(ref, str) and ref.strip() else None
         return out
 
-    return _load(cfg.path, cfg.format, convert, limit, what)
+    early: list[Reject] = []  # the rejects before the first row: the message when no row comes
+    any_row = False
+    for x in _iter_load(cfg.path, cfg.format, convert, limit, what):
+        if isinstance(x, dict):
+            any_row = True
+        elif not any_row:
+            early.append(x)
+        yield x
+    if not any_row:
+        raise DataError(_no_rows(cfg, what, early, row_keys))
 
 
-def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None) -> tuple[list[dict], list[Reject]]:
+def _no_rows(src, what: str, rejects: list[Reject], row_keys: list[str]) -> str:
+    """Why a file gave no row, in one line: counts by reason and the mapping or format to fix."""
+    path = rejects[0].file if rejects else resolve_data_path(src.path, what)
+    if not rejects:
+        return f"{what}: {path} has no rows (an empty file)"
+    kinds = Counter(re.sub(r"^(invalid JSON|duplicate id).*", r"\1", r.reason) for r in rejects)
+    counts = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+    msg = f"{what}: none of the {len(rejects)} rows of {path} is usable ({counts})"
+    if any(k in kinds for k in ("invalid JSON", "not valid UTF-8")):
+        fmt = src.format if src.format != "auto" else Path(path).suffix.lstrip(".")
+        msg += f"; read as {fmt}: set {_key(what, 'format')}=jsonl|json|parquet to the file's format"
+    mapping = [(name, getattr(src, name)) for name in ("instruction_field", "input_field", "id_field")]
+    named = [f"{_key(what, name)}={field}" for name, field in mapping if field and any(f"field {field!r}" in k for k in kinds)]
+    if named:
+        seen = f" (the rows have {', '.join(row_keys)})" if row_keys else ""
+        msg += f"; map the rows' fields{seen}: now {', '.join(named)}"
+    return msg
+
+
+def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None,
+                       what: str = "eval path") -> tuple[list[dict], list[Reject]]:
     """LLMBar ``{input, output_1, output_2, label}`` or RewardBench ``{prompt, chosen, rejected,
     subset}`` -> ``{id, instruction, chosen, rejected, subset, source}``. LLMBar's subset is the
     file stem (e.g. "Natural")."""
@@ -269,26 +361,10 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
         return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
                 "instruction": vals[0], "chosen": vals[1], "rejected": vals[2], "subset": subset}
 
-    return _load(path, format, convert, limit, "pairwise eval path")
+    return _load(path, format, convert, limit, what)
 
 
 # ---------------------------------------------------------------------------- stage records
-
-@contextmanager
-def _atomic(path: PathLike) -> Iterator[str]:
-    """Yield a tmp path next to ``path``; moved into place only if the block succeeds."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Unique name, not mkstemp: the writer creates it, so it gets normal (umask) permissions.
-    tmp = str(dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, dest)  # atomic on POSIX within one filesystem
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def write_records(path: PathLike, records: list[dict]) -> None:
     """Write dicts as parquet. Columns are the union of all records' keys (first-seen order):
@@ -306,18 +382,32 @@ def write_records(path: PathLike, records: list[dict]) -> None:
             cols[n] = pa.array([r.get(n) for r in records])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ValueError(f"write_records({path}): column {n!r} has values of incompatible types: {e}") from e
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(pa.table(cols) if cols else pa.table({}), tmp)
 
 
-def read_records(path: PathLike) -> list[dict]:
+def read_records(path: PathLike, columns: Optional[list[str]] = None) -> list[dict]:
+    """Rows of one parquet file, or of every ``part-*.parquet`` in a folder (a stage's shards, in order).
+    ``columns``: only these (those a file lacks read as None)."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(str(path)).to_pylist()
+    p = Path(path)
+    if p.is_dir():
+        return [r for f in sorted(p.glob("part-*.parquet")) for r in read_records(f, columns)]
+    if columns is None:
+        return pq.read_table(str(p)).to_pylist()
+    have = set(pq.read_schema(str(p)).names)
+    t = pq.read_table(str(p), columns=[c for c in columns if c in have])
+    missing = dict.fromkeys(c for c in columns if c not in have)
+    if not missing:
+        return t.to_pylist()
+    if t.num_columns == 0:
+        return [dict(missing) for _ in range(t.num_rows)]
+    return [{**r, **missing} for r in t.to_pylist()]
 
 
 def write_jsonl(path: PathLike, rows: Iterable[dict]) -> None:
-    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 

@@ -119,6 +119,21 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=eos).save_pretrained(out)
 
 
+# A two-round run on the tiny judge, seconds per stage: pairs by SmolLM2, Ray Train ZeRO-2 with 2
+# workers. Used in-process (tests/test_rounds_e2e.py, scripts/chaos_resume.py) and as a Ray job
+# (tests/test_submit.py); add name, model.path (the tiny model), data.path and, in-process, output_dir.
+TINY_TWO_ROUNDS = [
+    "generator.path=embedded:smollm2", "data.limit=4",
+    "engine=hf", "engine.constrained=true", "engine.threads=1", "rounds=2", "ray.batch_size=8",
+    "judge.n=2", "judge.n_max=4", "judge.swap=true", "judge.max_tokens=16",
+    "pairs.max_tokens=24", "pairs.modify_max_tokens=32", "pairs.max_instruction_tokens=32",
+    "categorize.max_tokens=24", "eval.limit=4", "eval.max_tokens=8",
+    "trainer=zero2", "train.num_workers=2", "train.lr=1e-3", "train.warmup_steps=0", "train.epochs=1",
+    "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_seq_length=512",
+    "tracking.mode=offline",
+]
+
+
 def build_tiny_model(out_dir: str | os.PathLike, tokenizer_src: str) -> str:
     """A random-init tiny Llama (float32, fixed seed) with ``tokenizer_src``'s tokenizer, for fast tests.
 

@@ -14,12 +14,11 @@ import csv
 import json
 import math
 import os
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from selftaught.atomic import atomic_path
 from selftaught.config import EVAL_MODES
 from selftaught.stats import fmt_ci
 
@@ -199,18 +198,6 @@ def format_rounds(rows: Sequence[dict], columns: Optional[Sequence[str]] = None)
 
 # ---------------------------------------------------------------------------- files
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _json_value(v: Any) -> Any:
     """NaN/inf -> None (strict JSON), Paths and other objects -> str."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -325,7 +312,7 @@ def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
     logged, thinner lines for subsets; 95% error bars where ``K_lo``/``K_hi`` are present."""
     fig = _figure(rows)
     path = Path(path)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
 
@@ -337,13 +324,13 @@ def write_summary(run_dir: PathLike, rows: Sequence[dict]) -> dict[str, Path]:
     rows = _sorted(rows)
     paths = {"json": run_dir / "summary.json", "csv": run_dir / "summary.csv", "png": run_dir / "accuracy.png"}
 
-    with _atomic(paths["json"]) as tmp:
+    with atomic_path(paths["json"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump([_json_value(dict(r)) for r in rows], f, indent=1, ensure_ascii=False, allow_nan=False)
             f.write("\n")
 
     cols = _keys(rows)
-    with _atomic(paths["csv"]) as tmp:
+    with atomic_path(paths["csv"]) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols, restval="")
             w.writeheader()

@@ -1,4 +1,4 @@
-"""The cluster config group (conf/cluster/) and the checks that a config fits its Ray cluster."""
+"""The cluster config group (selftaught/conf/cluster/) and the checks that a config fits its Ray cluster."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from selftaught import compose
-from selftaught.config import ConfigError, EngineConfig, RayConfig
-from selftaught.distributed.generation import (_TensorParallelPlacement, check_generation_resources,
-                                               check_shared_storage, replica_resources)
+from selftaught.cli import CONF_DIR
+from selftaught.config import ConfigError, EngineConfig, RayConfig, check_shared_storage
+from selftaught.distributed.generation import _TensorParallelPlacement, check_generation_resources, replica_resources
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-# `cluster=X` once conf/config.yaml lists `cluster: null` in its defaults; `+cluster=X` before.
+CONF = Path(CONF_DIR)
+# `cluster=X` once selftaught/conf/config.yaml lists `cluster: null` in its defaults; `+cluster=X` before.
 _GROUP = "cluster" if "- cluster:" in (CONF / "config.yaml").read_text() else "+cluster"
 
 
@@ -61,16 +61,19 @@ def test_multi_node(monkeypatch):
     cfg = cluster("multi_node")
     assert cfg.output_dir == "/lustre/me/st" and cfg.model.cache_dir == "/lustre/me/st/.cache"
 
-    # multi_node needs an absolute output_dir: a relative one is refused, naming the key.
-    cfg = cluster("multi_node", "output_dir=runs")
+    # multi_node needs an absolute output_dir: a relative one is refused with the config, naming the key.
     with pytest.raises(ConfigError, match=r"^output_dir: must be an absolute path .*got 'runs'"):
-        check_shared_storage(cfg.output_dir, cfg.ray)
+        cluster("multi_node", "output_dir=runs")
+    with pytest.raises(ConfigError, match=r"^output_dir: must be an absolute path .*got 'runs'"):
+        check_shared_storage("runs", cfg.ray)
+    assert cluster("multi_node", "output_dir=runs", "ray.enabled=false").output_dir == "runs"  # no cluster, no need
 
 
 def test_checks_without_cluster():
     with pytest.raises(ConfigError, match="engine.tensor_parallel_size: 2 needs engine.backend=vllm"):
         check_generation_resources(EngineConfig(backend="hf", tensor_parallel_size=2), RayConfig())
-    assert replica_resources(EngineConfig(backend="openai", tensor_parallel_size=1), RayConfig(num_gpus_per_actor=1)) == (0.0, 1.0)
+    served = EngineConfig(backend="openai", base_url="http://h/v1", api_model="m")  # checked when built
+    assert replica_resources(served, RayConfig(num_gpus_per_actor=1)) == (0.0, 1.0)
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,64 @@ def test_more_files_with_their_own_mapping_and_reference_labels(tmp_path):
     assert sorted((Path(r.file).name, r.line) for r in rejects) == [("arena.jsonl", 2), ("arena.jsonl", 3)]
 
 
+# ---------------------------------------------------------------------------- inputs that cannot work
+
+def test_plain_rows_load_under_the_default_id_field(tmp_path):
+    """data=demo sets id_field: id; plain {"instruction": ...} rows get <file stem>-<line> ids."""
+    from selftaught import compose
+
+    assert compose([]).data.id_field == "id"
+    f = write_lines(tmp_path / "mine.jsonl", [b'{"instruction": "One"}', b'{"id": "x", "instruction": "Two"}',
+                                              b'{"id": null, "instruction": "Three"}'])
+    rows, rejects = load_instructions(DataConfig(path=str(f), id_field="id"))
+    assert [r["id"] for r in rows] == ["mine-1", "x", "mine-3"] and rejects == []
+
+
+@pytest.mark.parametrize("name,content,kw,message", [
+    ("empty.jsonl", b"", {}, r"^data.path: {path} has no rows \(an empty file\)$"),
+    ("blank.jsonl", b"\n  \n", {}, r"^data.path: {path} has no rows"),
+    ("empty.json", b"[]", {}, r"^data.path: {path} has no rows"),
+    ("prompts.jsonl", b'{"prompt": "a", "id": 1}\n{"prompt": "b"}\n[1]\n', {},
+     r"^data.path: none of the 3 rows of {path} is usable \(2 missing field 'instruction', 1 row is not a JSON object "
+     r"\(got list\)\); map the rows' fields \(the rows have prompt, id\): now data.instruction_field=instruction$"),
+    ("nested.jsonl", b'{"turns": []}\n{"turns": [{"text": "a"}]}\n', {"instruction_field": "turns.0.content"},
+     r"^data.path: none of the 2 rows .*\(2 missing field 'turns.0.content'\); .*now data.instruction_field=turns.0.content$"),
+    ("lines.json", b'{"instruction": "a"}\n{"instruction": "b"}\n', {},
+     r"^data.path: {path} holds JSON lines \(one object per line\), not one JSON document; set data.format=jsonl$"),
+    ("one.json", b'{"instruction": "a"}', {}, r"^data.path: {path}: expected a top-level JSON list .*data.format=jsonl\)$"),
+    ("data.csv", b"instruction\nhello\n", {},
+     r"^data.path: cannot infer the format of {path} from suffix '.csv'; set data.format=jsonl\|json\|parquet \(CSV is not read"),
+    ("data.txt", b"hello\n", {}, r"^data.path: cannot infer the format of {path} from suffix '.txt'; set data.format="),
+    ("data.txt", b"hello\nworld\n", {"format": "jsonl"},
+     r"^data.path: none of the 2 rows of {path} is usable \(2 invalid JSON\); read as jsonl: set data.format=jsonl\|json\|parquet"),
+    ("fake.parquet", b"not parquet", {}, r"^data.path: {path} is not a parquet file .*set data.format="),
+])
+def test_a_file_that_gives_no_row_is_one_line_naming_the_key(tmp_path, name, content, kw, message):
+    import re
+
+    from selftaught.io import DataError, check_instructions
+
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=message.format(path=re.escape(str(f)))) as e:
+        check_instructions(DataConfig(path=str(f), **kw))
+    assert "\n" not in str(e.value)
+
+
+def test_data_errors_name_the_file_they_are_about(tmp_path):
+    """An extra file (data.also.N) is named by its own keys; a good file reports its counts."""
+    from selftaught.config import DataSourceConfig, ConfigError
+    from selftaught.io import DataError, check_instructions
+
+    good = write_lines(tmp_path / "good.jsonl", [b'{"instruction": "a"}', b"{bad"])
+    bad = write_lines(tmp_path / "bad.json", [b'{"q": "a"}', b'{"q": "b"}'])
+    assert check_instructions(DataConfig(path=str(good))) == (1, 1)
+    cfg = DataConfig(path=str(good), also=[DataSourceConfig(path=str(bad), instruction_field="q")])
+    with pytest.raises(DataError, match="^data.also.0.path: .*bad.json holds JSON lines .*set data.also.0.format=jsonl$"):
+        check_instructions(cfg)
+    assert issubclass(DataError, ConfigError)  # the CLI exits 2 with it, one line
+
+
 # ---------------------------------------------------------------------------- json / parquet
 
 def test_json_input(tmp_path):

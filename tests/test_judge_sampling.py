@@ -94,3 +94,31 @@ def test_calibration_uses_the_pair_offset(engine, ctx):
         assert ab["margin"] is not None and ba["margin"] is not None
         if ab["margin"] != ba["margin"]:
             assert {ab["verdict"], ba["verdict"]} == {"A", "B"}
+
+
+def test_deterministic_mode_redoes_a_shard_with_the_same_draws(engine, ctx, tmp_path):
+    """What resume after a kill relies on: a shard processed again (on an engine that has generated
+    other things since, as a fresh process's engine differs from the first one's) gives the same rows
+    in deterministic mode, and new draws without it."""
+    from dataclasses import replace
+
+    from selftaught.io import write_records
+    from selftaught.shards import process_shard
+    from selftaught.store import StageDir
+
+    src = tmp_path / "in" / "part-00000.parquet"
+    write_records(src, PAIRS[:4])
+    cfg = _cfg(format="reasoning_first", template="judge", n=2, max_tokens=8)
+
+    def judged(c, name):
+        sd = StageDir(tmp_path / name)
+        sd.open("h", 4)
+        sd.commit(process_shard(judge.SPEC, str(sd.root), 0, str(src), engine, c, cfg, batch_size=4))
+        engine.generate([])  # the engine moves on, as it would for the next shard
+        return [(r["example_id"], [s["judgment"] for s in r["samples"]]) for r in sd.rows() + sd.failures()]
+
+    det = replace(ctx, deterministic=True)
+    first = judged(det, "a")
+    assert len(first) == 8 and all(len(texts) == 2 for _, texts in first)
+    assert judged(det, "b") == first
+    assert judged(ctx, "c") != judged(ctx, "d")

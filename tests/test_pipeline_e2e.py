@@ -11,7 +11,7 @@ from selftaught import compose, run
 from selftaught.driver import run_dir
 from selftaught.io import read_records
 from selftaught.parsing import parse_verdict
-from selftaught.store import MARKER
+from selftaught.store import MARKER, StageDir
 
 pytestmark = pytest.mark.slow
 
@@ -57,21 +57,22 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     result = run(cfg)
     assert result.run_dir == run_dir(cfg) and result.run_dir.is_absolute()
     for s in STAGES:  # the pairs are shared by all rounds; judging is round 1's
-        for f in ("data.parquet", "failures.jsonl", "summary.json", MARKER):
+        for f in ("data/part-00000.parquet", "failures/part-00000.jsonl", "manifest.jsonl", "summary.json", MARKER):
             assert (_dir(result, s) / f).is_file(), f"{s}/{f} missing"
+        assert not list(_dir(result, s).rglob("*.tmp"))
     summ = {s["stage"]: s for s in result.summaries}
     assert [s["stage"] for s in result.summaries] == STAGES
 
     # load: 6 valid rows (5 good + the over-long one), 4 rejects with their lines.
     assert summ["load"]["out"] == 6 and summ["load"]["failed"] == 4
-    fails = [json.loads(x) for x in (_dir(result, "load") / "failures.jsonl").read_text().splitlines()]
+    fails = StageDir(_dir(result, "load")).failures()
     assert sorted(int(f["source"].rsplit(":", 1)[1]) for f in fails) == sorted(expected_rejects.values())
 
     # categorize: the over-long prompt is reported with its file:line, the round goes on.
-    cat_fail = [json.loads(x) for x in (_dir(result, "categorize") / "failures.jsonl").read_text().splitlines()]
+    cat_fail = StageDir(_dir(result, "categorize")).failures()
     assert [(f["id"], f["source"], f["status"]) for f in cat_fail] == [
         ("toolong", "instructions.jsonl:9", "prompt too long for model context")]
-    cats = datasets.load_dataset("parquet", data_files=str(_dir(result, "categorize") / "data.parquet"))["train"]
+    cats = datasets.load_dataset("parquet", data_files=str(_dir(result, "categorize") / "data" / "*.parquet"))["train"]
     assert len(cats) == 5 and set(cats["id"]) == {"g0", "g1", "g2", "g3", "g4"}
     assert all(c in cfg.categorize.categories for c in cats["category"])
     # constrained decoding: every label parses
@@ -86,7 +87,7 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     assert not any("marked blocks" in k for k in summ["pairs"]["failures"])
     assert summ["pairs"]["out"] >= 1
     x_template = "modify_instruction@" if cfg.pairs.rejected == "separate" else "modify@"
-    for p in read_records(_dir(result, "pairs") / "data.parquet"):
+    for p in read_records(_dir(result, "pairs") / "data"):
         assert p["chosen"] and p["rejected"] and p["modified_instruction"]
         assert p["modified_instruction"].strip().lower() != p["instruction"].strip().lower()
         assert p["chosen_meta"]["template"].startswith("answer@") and p["rejected_meta"]["template"].startswith(x_template)
@@ -102,10 +103,10 @@ def _check_round(tmp_path: Path, backend: str, *extra: str):
     assert j["verdict_A"] + j["verdict_B"] == j["samples"]
     if cfg.judge.balance:
         assert j["kept_A"] == j["kept_B"]
-    sft = read_records(_dir(result, "sft_data") / "data.parquet")
-    assert len(sft) == j["out"] == summ["sft_data"]["out"]
-    if sft:  # the file TRL reads: datasets-loadable (datasets cannot load a zero-row parquet)
-        assert len(datasets.load_dataset("parquet", data_files=str(_dir(result, "sft_data") / "data.parquet"))["train"]) == len(sft)
+    sft = read_records(_dir(result, "sft_data") / "data")
+    # sft_data applies the balance the judge decided: what it keeps is what the judge summary said
+    assert len(sft) == j["kept_A"] + j["kept_B"] == summ["sft_data"]["out"]
+    assert summ["sft_data"]["in"] == j["out"] == summ["sft_data"]["out"] + summ["sft_data"]["failed"]
     for row in sft:
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["system", "user", "assistant"]

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from selftaught import compose, run
 from selftaught.io import read_records
+from selftaught.models import TINY_TWO_ROUNDS
 from selftaught.store import MARKER
-from conftest import TINY_TWO_ROUNDS
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_two_rounds_zero2_resume(tmp_path, tiny_model_path, env):
     assert j1["kept_A"] == j1["kept_B"] > 0 and j1["samples"] <= 4 * j1["in"]
     # Round 2's judge is round 1's model, read from its absolute path; round 1 judged with the seed.
     for k, judge_model in ((1, tiny_model_path), (2, str(m1))):
-        rows = read_records(root / f"round_{k}" / "judge" / "data.parquet")
+        rows = read_records(root / f"round_{k}" / "judge" / "data")
         assert rows and {r["judge_meta"]["model"] for r in rows} == {judge_model}
     # Training changed the weights; each round re-trained from the seed (the recipe's default).
     seed_w = _weights(tiny_model_path)
@@ -92,7 +92,7 @@ def test_two_rounds_zero2_resume(tmp_path, tiny_model_path, env):
         assert ev["model"] == model
         m = ev["metrics"]["constrained"]["demo_eval"]
         assert m["pairs"] > 0 and 0 <= m["accuracy"] <= 1 and m["acc_AB"] is not None and m["acc_BA"] is not None
-        rows = read_records(root / f"round_{k}" / "eval" / "data.parquet")
+        rows = read_records(root / f"round_{k}" / "eval" / "data")
         assert {r["order"] for r in rows} == {"AB", "BA"}
         assert {r["eval_meta"]["model"] for r in rows} == {model}
 

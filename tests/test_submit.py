@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TWO_ROUNDS
 from selftaught.config import ConfigError
 from selftaught.distributed import submit
 from selftaught.distributed.submit import (EXCLUDES, PROJECT_ROOT, build_entrypoint, build_runtime_env, job_logs,
                                            job_status, resolve_storage, storage_root, submit_run, wait_for)
+from selftaught.models import TINY_TWO_ROUNDS
 
 
 # -- fast ----------------------------------------------------------------------------------------
@@ -87,8 +87,8 @@ def test_runtime_env_excludes(tmp_path):
 
     # A fake project: what must travel does, what must not doesn't.
     proj = tmp_path / "proj"
-    keep = ["selftaught/__init__.py", "selftaught/data/demo_eval.jsonl", "selftaught/prompts/judge.txt", "conf/config.yaml",
-            "conf/deepspeed/zero2.json", "pyproject.toml", "scripts/install.sh"]
+    keep = ["selftaught/__init__.py", "selftaught/data/demo_eval.jsonl", "selftaught/prompts/judge.txt",
+            "selftaught/conf/config.yaml", "selftaught/conf/deepspeed/zero2.json", "pyproject.toml", "scripts/install.sh"]
     drop = [".git/objects/ab/cd", ".venv/bin/python", ".venv/lib/python3.11/site-packages/torch/x.so", "runs/demo/summary.json",
             "outputs/2026/x.log", "multirun/a/b", "wandb/offline-run-1/x", "selftaught/__pycache__/a.cpython-311.pyc",
             "data/big.parquet", "models/m/model.safetensors", "x.egg-info/PKG-INFO", ".pytest_cache/v/x", "storage/demo/x.txt"]
@@ -101,10 +101,42 @@ def test_runtime_env_excludes(tmp_path):
 
     # The real project: small (the dashboard refuses uploads over 100 MiB), code and conf inside.
     names = _zip_names(PROJECT_ROOT, env["excludes"], tmp_path)
-    assert "selftaught/cli.py" in names and "conf/config.yaml" in names and "selftaught/prompts/judge.user.txt" in names and "selftaught/data/demo_eval.jsonl" in names
+    assert "selftaught/cli.py" in names and "selftaught/conf/config.yaml" in names and "selftaught/prompts/judge.user.txt" in names and "selftaught/data/demo_eval.jsonl" in names
     assert not [n for n in names if n.startswith((".venv/", ".git/", "runs/"))]
     size = max(tmp_path.glob("pkg_*.zip"), key=lambda p: p.stat().st_mtime).stat().st_size
     assert size < 20 * 2**20, size
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["judge.nn=3"], "judge.nn: not a config key; did you mean judge.n?"),
+    (["+judge.nn=3"], "judge.nn: not a config key; did you mean judge.n?"),
+    (["++foo=1"], "foo: not a config key"),
+    (["judge.n=0"], "judge.n: must be >= 1, got 0"),
+    (["trainer=zero3", "train.deepspeed=zero2.json"], "train.deepspeed: zero2.json has zero_optimization.stage=2"),
+])
+def test_overrides_composed_and_checked_before_the_cluster(overrides, line, monkeypatch, capsys):
+    def no_network(*a, **k):
+        raise AssertionError("the cluster was contacted")
+
+    monkeypatch.setattr(submit, "client", no_network)
+    with pytest.raises(ConfigError, match=f"^{line}"):
+        submit_run("http://127.0.0.1:9", overrides, "/mnt/shared/runs")
+    capsys.readouterr()
+    assert submit.main(["--address", "http://127.0.0.1:9", "--storage", "/mnt/shared/runs", "--", *overrides]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"selftaught submit: config error: {line}"), err
+    # what passes here is what the job runs: the storage root and ray.address=auto added
+    submit.check_overrides(["rounds=1", "trainer=zero3", "train.deepspeed=/cluster/only.json"], "/mnt/shared/runs")
+
+
+def test_installed_package_ships_alone(monkeypatch):
+    """From a wheel install (no checkout around the package) only the package travels, never the
+    site-packages folder it sits in."""
+    monkeypatch.setattr(submit, "IN_CHECKOUT", False)
+    env = build_runtime_env("/s")
+    assert env["py_modules"] == [str(submit.PACKAGE_DIR)] and "working_dir" not in env
+    assert env["env_vars"]["SELFTAUGHT_STORAGE"] == "/s" and "__pycache__" in env["excludes"]
+    assert build_runtime_env("/s", working_dir=PROJECT_ROOT)["working_dir"] == str(PROJECT_ROOT)
 
 
 def test_auth_token_discovery(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from selftaught.config import TrackingConfig
+from selftaught.config import ConfigError, TrackingConfig
 from selftaught.tracking import NoOpTracker, Tracker, drop_secrets, make_tracker
 
 SECRETS = ("sk-SUPERSECRET-1", "hf_SECRETTOKEN_2", "hunter2-password", "client-SECRET-3")
@@ -181,11 +181,12 @@ def test_disabled_tracker_is_a_noop(tmp_path, cfg):
     assert not (tmp_path / "run2").exists()
 
 
-def test_bad_config_values_raise(tmp_path):
-    with pytest.raises(ValueError, match="tracking.backend"):
-        make_tracker(TrackingConfig(backend="mlflow"), tmp_path, "x", {})
-    with pytest.raises(ValueError, match="tracking.mode"):
-        make_tracker(TrackingConfig(mode="offlnie"), tmp_path, "x", {})
+def test_bad_config_values_raise():
+    # checked once, by the config section itself (no second copy in the tracker)
+    with pytest.raises(ConfigError, match="^tracking.backend: must be wandb|none, got 'mlflow'"):
+        TrackingConfig(backend="mlflow")
+    with pytest.raises(ConfigError, match="^tracking.mode: must be offline|online|disabled, got 'offlnie'"):
+        TrackingConfig(mode="offlnie")
 
 
 def test_wandb_failures_degrade_to_noop(tmp_path, monkeypatch, caplog):

@@ -1,51 +1,46 @@
 """Run a generative stage over records: through Ray Data on a pool of engine actors, or in-process.
 
-The only Ray-aware code of the data loop. Records travel as JSON strings (one column), so nested,
-ragged stage outputs never hit Arrow schema inference; the driver consumes the stream with a
-progress bar (count, rate, ETA) and gets rows back in input order.
+The only Ray-aware code of the data loop. What travels through Ray Data is the list of shards, not
+their rows: each actor reads an input shard file, runs the stage, writes the output shard
+(``shards.process_shard``) and returns its manifest entry, which the driver commits at once, with
+a progress bar (count, rate, ETA). Driver memory does not grow with the data.
 """
 from __future__ import annotations
 
 import json
 import logging
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from selftaught.config import ConfigError, EngineConfig, RayConfig
 from selftaught.engines import Engine, make_engine
 from selftaught.progress import progress
-from selftaught.stages.base import StageContext
+from selftaught.shards import process_shard
+from selftaught.stages.base import StageContext, StageSpec
 
 log = logging.getLogger("selftaught.generation")
 
-# A stage function: (records, engine, ctx, stage_cfg) -> records (one output row per input row,
-# except the judge, which yields one per order).
-StageFn = Callable[[list[dict], Engine, StageContext, object], list[dict]]
+# One shard to run: (shard index, input parquet path).
+Task = tuple[int, str]
+# Called in the driver with each finished shard's manifest entry: it commits the shard.
+Commit = Callable[[dict], None]
 
 
-class _StageActor:
-    """One engine replica: built once per actor, then called on batches of records."""
+class _ShardActor:
+    """One engine replica: built once per actor, then given shards; it writes each output shard
+    itself (to the run's shared storage) and returns only the shard's manifest entry."""
 
-    def __init__(self, fn: StageFn, stage_cfg: object, engine_cfg: EngineConfig, ctx: StageContext):
-        self.fn, self.stage_cfg, self.ctx = fn, stage_cfg, ctx
+    def __init__(self, spec: StageSpec, stage_dir: str, stage_cfg: object, engine_cfg: EngineConfig, ctx: StageContext,
+                 batch_size: int):
+        self.spec, self.stage_dir, self.stage_cfg, self.ctx, self.batch_size = spec, stage_dir, stage_cfg, ctx, batch_size
         self.engine = make_engine(engine_cfg, ctx.model_path, ctx.max_model_len)
 
     def __call__(self, batch: dict) -> dict:
-        records = [json.loads(s) for s in batch["json"]]
-        out = self.fn(records, self.engine, self.ctx, self.stage_cfg)
-        # Order key (first input index, output position) and input count: stages may emit
-        # new rows, or several per input (the judge: one per order), so tag here, not per row.
-        n = len(out)
-        inputs = np.zeros(n, dtype=np.int64)
-        inputs[:1] = len(records)  # counted once per batch, on its first output row
-        return {
-            "json": np.array([json.dumps(r) for r in out], dtype=object),
-            "first": np.full(n, int(batch["idx"].min()), dtype=np.int64),
-            "pos": np.arange(n, dtype=np.int64),
-            "inputs": inputs,
-        }
+        entries = [process_shard(self.spec, self.stage_dir, int(i), str(p), self.engine, self.ctx, self.stage_cfg,
+                                 self.batch_size) for i, p in zip(batch["shard"], batch["path"])]
+        return {"entry": np.array([json.dumps(e) for e in entries], dtype=object)}
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -90,51 +85,43 @@ def check_generation_resources(engine_cfg: EngineConfig, ray_cfg: RayConfig, key
                           f"but the Ray cluster has {have_cpu:g}")
 
 
-def check_shared_storage(output_dir: str, ray_cfg: RayConfig) -> None:
-    """On a Ray cluster (``ray.address`` set) ``output_dir`` must be absolute: workers on other nodes
-    write models there, and inside a Ray job a relative path lands in the job's temporary working dir.
-    Needs no running Ray (a candidate for ``config.validate``)."""
-    import os
+def run_with_ray(spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, engine_cfg: EngineConfig,
+                 ray_cfg: RayConfig, ctx: StageContext, desc: str, commit: Commit, total: int, done: int = 0) -> None:
+    """Run ``tasks`` (uncommitted shards) on a pool of engine actors; commit each as it finishes.
 
-    if ray_cfg.enabled and ray_cfg.address is not None and not os.path.isabs(os.path.expanduser(str(output_dir))):
-        raise ConfigError(f"output_dir: must be an absolute path on storage every Ray node mounts when ray.address is set "
-                          f"(got {output_dir!r}, ray.address={ray_cfg.address!r}); e.g. output_dir=/mnt/shared/selftaught "
-                          "or SELFTAUGHT_STORAGE with cluster=multi_node")
-
-
-def run_with_ray(fn: StageFn, records: list[dict], stage_cfg: object, engine_cfg: EngineConfig, ray_cfg: RayConfig,
-                 ctx: StageContext, desc: str) -> list[dict]:
+    The driver holds only the task list and one entry at a time: rows go from the input shard
+    files through the actors to the output shard files. ``total``/``done``: input rows of the
+    stage and of its already committed shards (the progress bar)."""
     import ray
     import ray.data
 
     ensure_ray(ray_cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows count, rate, ETA
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    indexed = [{"json": json.dumps(r), "idx": i} for i, r in enumerate(records)]
-    n_blocks = max(1, -(-len(indexed) // ray_cfg.batch_size))
+    ray.data.DataContext.get_current().execution_options.preserve_order = False  # commit in finish order
     tp = _TensorParallelPlacement(engine_cfg, ray_cfg) if _uses_tp(engine_cfg) else None
     resources: dict[str, Any] = ({"num_gpus": None, "num_cpus": ray_cfg.num_cpus_per_actor, "ray_remote_args_fn": tp}
                                  if tp else {"num_gpus": replica_resources(engine_cfg, ray_cfg)[0] or None,
                                              "num_cpus": ray_cfg.num_cpus_per_actor})  # openai: no GPU
-    ds = ray.data.from_items(indexed, override_num_blocks=n_blocks).map_batches(
-        _StageActor,
-        fn_constructor_kwargs={"fn": fn, "stage_cfg": stage_cfg, "engine_cfg": engine_cfg, "ctx": ctx},
+    items = [{"shard": i, "path": p} for i, p in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        _ShardActor,
+        fn_constructor_kwargs={"spec": spec, "stage_dir": stage_dir, "stage_cfg": stage_cfg, "engine_cfg": engine_cfg,
+                               "ctx": ctx, "batch_size": ray_cfg.batch_size},
         compute=ray.data.ActorPoolStrategy(size=ray_cfg.concurrency),
-        batch_size=ray_cfg.batch_size,
+        batch_size=1,  # one shard per call: it is committed as soon as it is written
         batch_format="numpy",
         **resources,
     )
-    keyed: list[tuple[int, int, str]] = []
     try:
-        with progress(total=len(records), desc=desc, unit="rec") as bar:
+        with progress(total=total, desc=desc, unit="rec", initial=done) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                keyed.extend(zip(batch["first"].tolist(), batch["pos"].tolist(), batch["json"]))
-                bar.update(int(batch["inputs"].sum()))
+                for s in batch["entry"]:
+                    entry = json.loads(s)
+                    commit(entry)
+                    bar.update(entry["in"])
     finally:
         if tp is not None:
             tp.release()  # placement groups outlive their actors: free the GPUs for the next stage
-    keyed.sort(key=lambda k: (k[0], k[1]))  # input order, whatever order the actors finished in
-    return [json.loads(s) for _, _, s in keyed]
 
 
 # -- GPU only: vLLM tensor parallelism (cannot run on CPU machines) ------------------------------
@@ -182,24 +169,25 @@ class _TensorParallelPlacement:
 
 
 class LocalRunner:
-    """In-process engines (no Ray), one per model, reused across stages and closed at the end."""
+    """In-process engines (no Ray), one per model, reused across stages and closed at the end.
+    The same shard contract as ``run_with_ray``: one shard in flight, committed when written."""
 
-    def __init__(self, engine_cfg: EngineConfig, batch_size: int):
+    def __init__(self, engine_cfg: Optional[EngineConfig], batch_size: int):
         self.engine_cfg, self.batch_size = engine_cfg, batch_size
         self.engines: dict[str, Engine] = {}
 
-    def run(self, fn: StageFn, records: list[dict], stage_cfg: object, ctx: StageContext, desc: str) -> list[dict]:
+    def engine(self, ctx: StageContext) -> Engine:
         if ctx.model_path not in self.engines:
             self.close()  # one engine alive at a time: no leaked memory between models
             self.engines[ctx.model_path] = make_engine(self.engine_cfg, ctx.model_path, ctx.max_model_len)
-        engine = self.engines[ctx.model_path]
-        out: list[dict] = []
-        with progress(total=len(records), desc=desc, unit="rec") as bar:
-            for i in range(0, len(records), self.batch_size):
-                chunk = records[i : i + self.batch_size]
-                out.extend(fn(chunk, engine, ctx, stage_cfg))
-                bar.update(len(chunk))
-        return out
+        return self.engines[ctx.model_path]
+
+    def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
+            commit: Commit, total: int, done: int = 0) -> None:
+        engine = self.engine(ctx) if spec.engine is not None and tasks else None
+        with progress(total=total, desc=desc, unit="rec", initial=done) as bar:
+            for i, path in tasks:
+                commit(process_shard(spec, stage_dir, i, path, engine, ctx, stage_cfg, self.batch_size, bar.update))
 
     def close(self) -> None:
         for e in self.engines.values():

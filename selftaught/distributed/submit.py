@@ -5,13 +5,16 @@
     python -m selftaught.distributed.submit --address http://head:8265 --logs    <job id>
     python -m selftaught.distributed.submit --address http://head:8265 --stop    <job id>
 
-The job runs ``python -m selftaught.cli run <overrides> output_dir=<storage> ray.address=auto`` on
+The overrides are composed and checked here first (``selftaught.compose``), so a typo or a bad
+value fails in one line, exit 2, before the cluster is contacted. The job runs
+``python -m selftaught.cli run <overrides> output_dir=<storage> ray.address=auto`` on
 the cluster, in a copy of this project (``runtime_env.working_dir``, uploaded through the dashboard,
 which refuses bodies over 100 MiB: "request entity too large"; hence ``EXCLUDES``: the virtualenv,
 git history, run outputs, caches and model/data files never travel). Everything a run writes goes
 under the absolute ``--storage`` root: a relative path would resolve inside the job's temporary
 copy of the project (under Ray's session dir) and disappear with it; on a multi-node cluster the
-root must be a filesystem every node mounts (workers write models there).
+root must be a filesystem every node mounts (workers write models there). From an installed
+package (a wheel, no checkout around it) only the package itself travels (``py_modules``).
 
 Python API (``address`` = the dashboard URL, ``http://<head>:8265``)::
 
@@ -40,7 +43,11 @@ from selftaught.config import ConfigError
 
 log = logging.getLogger("selftaught.submit")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = PACKAGE_DIR.parent
+# A checkout has pyproject.toml beside the package; an installed copy sits in site-packages, which
+# must never be uploaded whole.
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -97,19 +104,34 @@ def resolve_storage(overrides: list[str], storage: Optional[str]) -> str:
     return root
 
 
+def job_overrides(overrides: list[str], storage: str) -> list[str]:
+    """The overrides the job runs with: the user's, plus the storage root and ray.address=auto
+    (address=None would start a second, local Ray) unless the user set them."""
+    out = list(overrides)
+    if _override(overrides, "output_dir") is None:
+        out.append(f"output_dir={storage}")
+    if _override(overrides, "ray.address") is None:
+        out.append("ray.address=auto")
+    return out
+
+
 def build_entrypoint(overrides: list[str], storage: str, python: str = "python") -> str:
     """The shell command the job runs on the cluster (its driver joins the cluster: ray.address=auto)."""
-    args = [python, "-m", "selftaught.cli", "run", *overrides]
-    if _override(overrides, "output_dir") is None:
-        args.append(f"output_dir={storage}")
-    if _override(overrides, "ray.address") is None:
-        args.append("ray.address=auto")  # address=None would try to start a second, local Ray
-    return shlex.join(args)
+    return shlex.join([python, "-m", "selftaught.cli", "run", *job_overrides(overrides, storage)])
+
+
+def check_overrides(overrides: list[str], storage: str) -> None:
+    """Compose and check the job's config here, as the job will (``ConfigError`` naming the key).
+    Files only the cluster has (a DeepSpeed JSON at an absolute path) are left to the job."""
+    from selftaught.cli import compose
+
+    compose(job_overrides(overrides, storage), local_files=False)
 
 
 def build_runtime_env(storage: str, env: Optional[dict[str, str]] = None, extra: Optional[dict[str, Any]] = None,
-                      working_dir: str | os.PathLike = PROJECT_ROOT) -> dict[str, Any]:
-    """runtime_env of the job: the project as working_dir minus ``EXCLUDES``, and the storage env vars.
+                      working_dir: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """runtime_env of the job: the project as working_dir minus ``EXCLUDES`` (from an installed
+    package: the package as ``py_modules``), and the storage env vars.
 
     ``extra`` is merged last: its ``env_vars`` update ours, its ``excludes`` are added to ours,
     any other key (``pip``, ``working_dir``...) is set as given. With ``image_uri`` (the job runs
@@ -117,15 +139,18 @@ def build_runtime_env(storage: str, env: Optional[dict[str, str]] = None, extra:
     any other runtime_env field next to it.
     """
     root = storage_root(storage)
-    wd = Path(working_dir).resolve()
     excludes = list(EXCLUDES)
-    try:  # storage inside the project (a local test cluster): never upload earlier runs
-        excludes.append("/" + Path(root).resolve().relative_to(wd).as_posix())
-    except ValueError:
-        pass
     env_vars = {"SELFTAUGHT_RUNS": root, "SELFTAUGHT_STORAGE": root, "PYTHONUNBUFFERED": "1",
                 "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    runtime_env: dict[str, Any] = {"working_dir": str(wd), "excludes": excludes, "env_vars": env_vars}
+    if working_dir is None and not IN_CHECKOUT:
+        runtime_env: dict[str, Any] = {"py_modules": [str(PACKAGE_DIR)], "excludes": excludes, "env_vars": env_vars}
+    else:
+        wd = Path(working_dir or PROJECT_ROOT).resolve()
+        try:  # storage inside the project (a local test cluster): never upload earlier runs
+            excludes.append("/" + Path(root).resolve().relative_to(wd).as_posix())
+        except ValueError:
+            pass
+        runtime_env = {"working_dir": str(wd), "excludes": excludes, "env_vars": env_vars}
     for k, v in (extra or {}).items():
         if k == "env_vars":
             runtime_env["env_vars"].update(v)
@@ -186,6 +211,7 @@ def submit_run(address: Optional[str], overrides: list[str], storage: Optional[s
     """
     overrides = list(overrides)
     root = resolve_storage(overrides, storage)
+    check_overrides(overrides, root)  # before the cluster is contacted
     runtime_env = build_runtime_env(root, env=env, extra=runtime_env_extra)
     name = _override(overrides, "name") or "demo"
     c = client(address, auth_token)

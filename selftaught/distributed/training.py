@@ -14,10 +14,9 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from selftaught.config import ConfigError, RayConfig, TrainConfig, validate_train
+from selftaught.config import ConfigError, RayConfig, TrainConfig
 
 log = logging.getLogger("selftaught.training")
 
@@ -71,8 +70,7 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
     from selftaught.distributed.generation import ensure_ray
     from selftaught.stages.train import METRICS_FILE, train_config_dict, train_worker
 
-    validate_train(cfg)
-    ensure_ray(ray_cfg)
+    ensure_ray(ray_cfg)  # the config itself was checked once, before Ray started (config.validate)
     check_train_resources(cfg, ray_cfg)
 
     out = os.path.abspath(os.path.expanduser(out_dir))

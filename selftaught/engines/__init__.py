@@ -8,8 +8,9 @@ __all__ = ["Constraint", "Engine", "GenRequest", "GenResult", "Sampling", "make_
 
 
 def make_engine(cfg, model_path: str, max_model_len: int = 2048) -> Engine:
-    """Build the engine named by ``cfg.backend`` (an ``EngineConfig``) on a local HF model folder
-    (for ``openai``: the served model is ``cfg.api_model``; a local ``model_path`` only tokenizes)."""
+    """Build the engine named by ``cfg.backend`` (an ``EngineConfig``, which checked the name) on a
+    local HF model folder (for ``openai``: the served model is ``cfg.api_model``; a local
+    ``model_path`` only tokenizes)."""
     if cfg.backend == "vllm":
         from selftaught.engines.vllm_engine import VLLMEngine
 
@@ -18,8 +19,6 @@ def make_engine(cfg, model_path: str, max_model_len: int = 2048) -> Engine:
         from selftaught.engines.hf_engine import HFEngine
 
         return HFEngine(cfg, model_path, max_model_len)
-    if cfg.backend == "openai":
-        from selftaught.engines.openai_engine import OpenAIEngine
+    from selftaught.engines.openai_engine import OpenAIEngine
 
-        return OpenAIEngine(cfg, model_path, max_model_len)
-    raise ValueError(f"engine.backend must be 'vllm', 'hf' or 'openai', got {cfg.backend!r}")
+    return OpenAIEngine(cfg, model_path, max_model_len)

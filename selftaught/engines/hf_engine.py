@@ -59,7 +59,7 @@ class HFEngine:
         self.eos_id: int = self.tokenizer.eos_token_id
         self.pad_id: int = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self._compiler = None
-        self._calls = 0
+        self._seed, self._calls = cfg.seed, 0
         self._grammars: dict[Constraint, object] = {}
 
     # -- structured decoding ------------------------------------------------------------------
@@ -75,11 +75,16 @@ class HFEngine:
             self._grammars[constraint] = self._compiler.compile_regex(constraint.as_regex())
         return LogitsProcessor(self._grammars[constraint])  # stateful: a fresh one per generate()
 
+    def reseed(self, seed: int) -> None:
+        """Deterministic mode: the draws of a shard depend on its seed alone, not on what this
+        engine generated before (a resumed run redoes a shard on a fresh engine)."""
+        self._seed, self._calls = seed, 0
+
     # -- generation ---------------------------------------------------------------------------
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         # Deterministic, but a new draw on every call (as vLLM's engine-level RNG moves on): a
         # repeated request (the next adaptive wave, a retry) must not get the same samples back.
-        torch.manual_seed(self.cfg.seed * 1_000_003 + self._calls)
+        torch.manual_seed(self._seed * 1_000_003 + self._calls)
         self._calls += 1
         groups: dict[tuple[Sampling, Constraint | None], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):

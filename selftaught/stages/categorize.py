@@ -17,7 +17,8 @@ from selftaught.engines import Constraint, Engine, GenRequest, Sampling
 from selftaught.engines.base import option_token_ids
 from selftaught.parsing import CATEGORY_TAIL, category_regex, parse_category
 from selftaught.prompts import load_template
-from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
+from selftaught.rows import Categorized
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
 from selftaught.stats import wilson
 
 STAGE = "categorize"
@@ -108,9 +109,31 @@ def accuracy(rows: list[dict]) -> dict:
     """Agreement with the rows' reference labels (``data.category_field``), with its Wilson interval;
     empty when no row has one."""
     labelled = [r for r in rows if r.get("reference_category")]
-    if not labelled:
+    return _accuracy(sum(r["category"] == r["reference_category"] for r in labelled), len(labelled))
+
+
+def _accuracy(hits: int, n: int) -> dict:
+    if not n:
         return {}
-    hits = sum(r["category"] == r["reference_category"] for r in labelled)
-    lo, hi = wilson(hits, len(labelled))
-    return {"reference_labelled": len(labelled), "category_accuracy": round(hits / len(labelled), 4),
+    lo, hi = wilson(hits, n)
+    return {"reference_labelled": n, "category_accuracy": round(hits / n, 4),
             "category_accuracy_lo": round(lo, 4), "category_accuracy_hi": round(hi, 4)}
+
+
+def shard_stats(rows: list[dict], cfg: CategorizeConfig) -> dict:
+    ok = [r for r in rows if r.get("status") == OK]
+    labelled = [r for r in ok if r.get("reference_category")]
+    categories: dict[str, int] = {}
+    for r in ok:
+        categories[r.get("category") or "Other"] = categories.get(r.get("category") or "Other", 0) + 1
+    return {"unparsed": sum(not r["category_parsed"] for r in ok), "categories": categories,
+            "reference_labelled": len(labelled), "reference_hits": sum(r["category"] == r["reference_category"] for r in labelled)}
+
+
+def summarize(st: dict, cfg: CategorizeConfig) -> dict:
+    return {"unparsed": st.get("unparsed", 0), "categories": dict(sorted((st.get("categories") or {}).items())),
+            **_accuracy(st.get("reference_hits", 0), st.get("reference_labelled", 0))}
+
+
+SPEC = StageSpec(name=STAGE, row_type=Categorized, process=process, engine="generator", meta_fields=("categorize_meta",),
+                 shard_stats=shard_stats, summarize=summarize)

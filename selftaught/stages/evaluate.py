@@ -26,7 +26,8 @@ from selftaught.config import EvalConfig
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
-from selftaught.stages.base import OK, TOO_LONG, StageContext, provenance
+from selftaught.rows import Evaluated
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
 from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 
@@ -179,3 +180,9 @@ def format_metrics(m: dict[str, dict[str, dict]]) -> str:
         lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
         lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join(lines)
+
+
+# The metrics need every (pair, order) of a set together (bootstrap over pairs): the driver computes
+# them from the stage's rows once its shards are committed; eval sets are bounded, unlike the data.
+SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", rows_per_input=None, meta_fields=("eval_meta",),
+                 row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}")

@@ -18,20 +18,24 @@ margin over both orders (the position bias; contextual calibration), not from th
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from selftaught import swap
 from selftaught.config import JudgeConfig
 from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import (REASONING_FIRST, VERDICT_FIRST, VERDICT_OPTIONS, parse_verdict, strip_reasoning,
-                                verdict_line, verdict_open)
+from selftaught.parsing import (REASONING_FIRST, VERDICT_OPTIONS, parse_verdict, strip_reasoning, verdict_line,
+                                verdict_open)
 from selftaught.prompts import Template, load_template
-from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
+from selftaught.rows import Judged
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
 
 STAGE = "judge"
 ORDERS = ("AB", "BA")  # AB: chosen shown as A (gold A); BA: chosen shown as B (gold B)
@@ -333,46 +337,77 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
     return [rows[it.id] for it in items]
 
 
+def balance_key(seed: int, example_id: str) -> int:
+    """A row's rank in the A/B balance: a seeded hash, so the balance needs no row order and can be
+    decided shard by shard from two small arrays (``balance_thresholds``)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest(), "little")
+
+
+def balance_thresholds(keys: dict[str, list[int]]) -> dict[str, Optional[int]]:
+    """Per verdict, the largest key kept: the k smallest keys of each side, k = the smaller side."""
+    k = min(len(keys.get("A", [])), len(keys.get("B", [])))
+    return {v: (int(np.partition(np.asarray(keys[v], dtype=np.uint64), k - 1)[k - 1]) if k else None)
+            for v in ("A", "B")}
+
+
+def balanced_in(row: dict, seed: int, thresholds: dict[str, Optional[int]]) -> bool:
+    t = thresholds.get(row["gold"])
+    return t is not None and balance_key(seed, row["example_id"]) <= t
+
+
 def balance(rows: list[dict], seed: int) -> list[dict]:
     """Downsample the majority verdict so A-wins == B-wins; dropped rows are re-labelled, not lost."""
-    kept = [r for r in rows if r["status"] == OK]
-    by = {v: sorted((r for r in kept if r["gold"] == v), key=lambda r: r["example_id"]) for v in ("A", "B")}
-    k = min(len(by["A"]), len(by["B"]))
-    rng = random.Random(seed)
-    keep_ids = {r["example_id"] for v in ("A", "B") for r in rng.sample(by[v], k)}
-    return [
-        {**r, "status": BALANCED_OUT} if r["status"] == OK and r["example_id"] not in keep_ids else r
-        for r in rows
-    ]
+    keys: dict[str, list[int]] = {"A": [], "B": []}
+    for r in rows:
+        if r["status"] == OK:
+            keys[r["gold"]].append(balance_key(seed, r["example_id"]))
+    t = balance_thresholds(keys)
+    return [{**r, "status": BALANCED_OUT} if r["status"] == OK and not balanced_in(r, seed, t) else r for r in rows]
+
+
+def shard_stats(rows: list[dict], cfg: JudgeConfig) -> dict:
+    """Additive counts over one shard's rows: parse, verdicts, sample accuracy, degeneracy, mirrors."""
+    samples = [(s, r["gold"]) for r in rows for s in (r.get("samples") or [])]
+    explained = [s for s, _ in samples if s["explained"]]
+    return {
+        "samples": len(samples),
+        "judged": sum(bool(r.get("samples")) for r in rows),
+        "max_waves": max((r.get("waves") or 0 for r in rows), default=0),
+        "parsed": sum(s["verdict"] is not None for s, _ in samples),
+        "verdict_A": sum(s["verdict"] == "A" for s, _ in samples),
+        "verdict_B": sum(s["verdict"] == "B" for s, _ in samples),
+        "correct": sum(s["verdict"] == g for s, g in samples),
+        "parse_errors": dict(Counter(s["error"] for s, _ in samples if s["error"])),
+        "explained": len(explained),
+        "degenerate": sum(s["repeat"] > cfg.degenerate_threshold for s in explained),
+        "mirror_failed": sum(bool(r.get("mirror_failed")) for r in rows),
+    }
+
+
+def summarize(st: dict, cfg: Optional[JudgeConfig] = None) -> dict:
+    def rate(a: int, b: int) -> Optional[float]:
+        return round(a / b, 4) if b else None
+
+    n = st.get("samples", 0)
+    return {
+        "samples": n,
+        "samples_per_item": rate(n, st.get("judged", 0)),
+        "waves": st.get("max_waves", 0),
+        "parse_rate": rate(st.get("parsed", 0), n),
+        "verdict_A": st.get("verdict_A", 0),
+        "verdict_B": st.get("verdict_B", 0),
+        "sample_accuracy": rate(st.get("correct", 0), n),
+        "parse_errors": dict(st.get("parse_errors") or {}),
+        # Judgments with more than ``degenerate_threshold`` of their 4-grams repeated (see degeneracy.py);
+        # verdict_first explains only the judgments that may be kept: the rate is over those.
+        "degenerate_rate": rate(st.get("degenerate", 0), st.get("explained", 0)),
+        "mirror_failed": st.get("mirror_failed", 0),
+    }
 
 
 def sample_stats(rows: list[dict], degenerate_threshold: float) -> dict:
     """Parse rate, verdict balance, sample accuracy and degeneracy over all samples; mirror failures."""
-    samples = [(s, r["gold"]) for r in rows for s in r["samples"]]
-    verdicts = Counter(s["verdict"] for s, _ in samples if s["verdict"])
-    errors = Counter(s["error"] for s, _ in samples if s["error"])
-    # verdict_first explains only the judgments that may be kept: the rate is over those.
-    explained = [s for s, _ in samples if s["explained"]]
-    judged = [r for r in rows if r["samples"]]
-    n = len(samples)
-    parsed = sum(verdicts.values())
-
-    def rate(a: int, b: int) -> Optional[float]:
-        return round(a / b, 4) if b else None
-
-    return {
-        "samples": n,
-        "samples_per_item": rate(n, len(judged)),
-        "waves": max((r["waves"] for r in rows), default=0),
-        "parse_rate": rate(parsed, n),
-        "verdict_A": verdicts.get("A", 0),
-        "verdict_B": verdicts.get("B", 0),
-        "sample_accuracy": rate(sum(s["verdict"] == g for s, g in samples), n),
-        "parse_errors": dict(errors),
-        # Judgments with more than ``degenerate_threshold`` of their 4-grams repeated (see degeneracy.py).
-        "degenerate_rate": rate(sum(s["repeat"] > degenerate_threshold for s in explained), len(explained)),
-        "mirror_failed": sum(bool(r.get("mirror_failed")) for r in rows),
-    }
+    return summarize(shard_stats(rows, JudgeConfig(degenerate_threshold=degenerate_threshold)))
 
 
 def kept_stats(kept: list[dict]) -> dict:
@@ -380,3 +415,8 @@ def kept_stats(kept: list[dict]) -> dict:
     return {"kept_A": sum(r["gold"] == "A" for r in kept), "kept_B": sum(r["gold"] == "B" for r in kept),
             "kept_sampled": sum(r["kept_source"] == SAMPLED for r in kept),
             "kept_mirror": sum(r["kept_source"] == MIRROR for r in kept)}
+
+
+SPEC = StageSpec(name=STAGE, row_type=Judged, process=process,
+                 engine="judge", rows_per_input=len(ORDERS), meta_fields=("judge_meta",),
+                 shard_stats=shard_stats, summarize=summarize)

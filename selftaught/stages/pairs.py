@@ -19,10 +19,12 @@ from dataclasses import replace
 from typing import Optional
 
 from selftaught.config import PairsConfig
+from selftaught.degeneracy import is_degenerate
 from selftaught.engines import Engine, GenRequest, Sampling
 from selftaught.parsing import MOD_END, MOD_START, RESP_END, RESP_START, parse_modified, same_text
 from selftaught.prompts import load_template
-from selftaught.stages.base import OK, TOO_LONG, StageContext, fits, provenance
+from selftaught.rows import Pair
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
 
 STAGE = "pairs"
 _STOP = ("[The End", "[The Start")  # a field ends where any marker begins
@@ -192,3 +194,23 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsCo
             row.update(modified_instruction=parsed.instruction, rejected=parsed.response)
         out.append({**row, "status": status})
     return out
+
+
+def shard_stats(rows: list[dict], cfg: PairsConfig) -> dict:
+    ok = [r for r in rows if r.get("status") == OK]
+    answers = [r[k] for r in ok for k in ("chosen", "rejected")]
+    return {"x_closed_at_token_bound": sum(bool((r.get("rejected_meta") or {}).get("x_truncated")) for r in ok),
+            "retried": sum((r.get("attempts") or 1) > 1 for r in rows),
+            "answers": len(answers), "degenerate": sum(map(is_degenerate, answers))}
+
+
+def summarize(st: dict, cfg: PairsConfig) -> dict:
+    n = st.get("answers", 0)
+    return {"x_closed_at_token_bound": st.get("x_closed_at_token_bound", 0), "retried": st.get("retried", 0),
+            # answers with more than half of their 4-grams repeated (degeneracy.py)
+            "degenerate_answers": round(st.get("degenerate", 0) / n, 4) if n else None}
+
+
+SPEC = StageSpec(name=STAGE, row_type=Pair, process=process,
+                 engine="generator", meta_fields=("chosen_meta", "rejected_meta"), shard_stats=shard_stats,
+                 summarize=summarize)

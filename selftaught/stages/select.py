@@ -13,6 +13,13 @@ import random
 from collections import defaultdict, deque
 
 from selftaught.config import SelectConfig
+from selftaught.rows import Categorized
+from selftaught.stages.base import StageSpec
+
+STAGE = "select"
+# The columns ``select`` decides on: the driver reads only these from every categorize shard,
+# then streams the shards again to write the chosen rows.
+COLUMNS = ["id", "status", "category", "category_parsed", "complexity"]
 
 
 def select(records: list[dict], cfg: SelectConfig) -> list[dict]:
@@ -51,3 +58,8 @@ def category_counts(records: list[dict]) -> dict[str, int]:
     for r in records:
         counts[r.get("category") or "Other"] += 1
     return dict(sorted(counts.items()))
+
+
+SPEC = StageSpec(name=STAGE, row_type=Categorized, process=None, rows_per_input=None,
+                 shard_stats=lambda rows, cfg: {"categories": category_counts(rows)},
+                 summarize=lambda st, cfg: {"categories": dict(sorted((st.get("categories") or {}).items()))})

@@ -1,21 +1,49 @@
 """Stage 5: kept judgments → chat-format SFT rows (judge prompt + judgment as the assistant turn).
 
+The A/B balance is applied here, row by row: the judge stage's summary holds the per-verdict
+thresholds (``judge.balance_thresholds``, decided from all its shards), so this stage is a pure
+map from judge shard i to SFT shard i. Rows the balance drops are failures ("dropped by A/B
+balance"), never silently lost.
+
 The ``messages`` column is what TRL's ``SFTTrainer`` reads for conversational data; loss on the
 assistant turn only is set in the trainer (``assistant_only_loss``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Optional
+
 from selftaught.config import JudgeConfig
 from selftaught.prompts import load_template
-from selftaught.stages.base import OK
-from selftaught.stages.judge import JudgeItem, judge_messages
+from selftaught.rows import SftRow
+from selftaught.stages.base import OK, StageSpec
+from selftaught.stages.judge import BALANCED_OUT, MIRROR, SAMPLED, JudgeItem, balanced_in, judge_messages
+
+STAGE = "sft_data"
+
+
+@dataclass(frozen=True)
+class SftBuild:
+    judge: JudgeConfig
+    seed: int = 0
+    # judge.balance_thresholds of the judge stage; None: keep every row (judge.balance=false)
+    thresholds: Optional[dict] = field(default=None)
 
 
 def build(judged: list[dict], cfg: JudgeConfig) -> list[dict]:
-    tpl = load_template(cfg.template)
+    """SFT rows of the OK rows (no balance: the caller applied it)."""
+    return [r for r in process(judged, None, None, SftBuild(cfg)) if r["status"] == OK]
+
+
+def process(judged: list[dict], engine, ctx, cfg: SftBuild) -> list[dict]:
+    tpl = load_template(cfg.judge.template)
     out = []
     for r in judged:
         if r["status"] != OK:
+            continue
+        if cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds):
+            out.append({"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["order"],
+                        "verdict": r["kept_verdict"], "status": BALANCED_OUT})
             continue
         item = JudgeItem(r["example_id"], r["instruction"], r["answer_a"], r["answer_b"])
         out.append({
@@ -28,5 +56,18 @@ def build(judged: list[dict], cfg: JudgeConfig) -> list[dict]:
             "category": r.get("category"),
             "template": tpl.id,
             "judge_meta": r["judge_meta"],
+            "status": OK,
         })
     return out
+
+
+def shard_stats(rows: list[dict], cfg: SftBuild) -> dict:
+    """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored."""
+    ok = [r for r in rows if r["status"] == OK]
+    return {"kept_A": sum(r["verdict"] == "A" for r in ok), "kept_B": sum(r["verdict"] == "B" for r in ok),
+            "kept_sampled": sum(r["kept_source"] == SAMPLED for r in ok),
+            "kept_mirror": sum(r["kept_source"] == MIRROR for r in ok)}
+
+
+SPEC = StageSpec(name=STAGE, row_type=SftRow, process=process, engine=None, shard_stats=shard_stats,
+                 summarize=lambda st, cfg: dict(st))

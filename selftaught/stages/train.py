@@ -17,41 +17,15 @@ import os
 import shutil
 import socket
 import time
-from pathlib import Path
 from typing import Any, Optional
 
-from selftaught.config import LoraConfig, TrainConfig
+from selftaught import atomic
+from selftaught.config import LoraConfig, TrainConfig, load_deepspeed
 
 log = logging.getLogger("selftaught.train")
 
-DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
 METRICS_FILE = "train_metrics.json"
 ADAPTER_DIR = "lora_adapter"  # LoRA runs: the adapter, next to the merged full model
-
-
-def resolve_deepspeed_path(name: str) -> str:
-    """A DeepSpeed JSON path: absolute as given, relative to ``conf/deepspeed/`` otherwise."""
-    p = Path(os.path.expanduser(name))
-    if not p.is_absolute():
-        p = DEEPSPEED_DIR / p
-    if not p.is_file():
-        shipped = sorted(x.name for x in DEEPSPEED_DIR.glob("*.json")) if DEEPSPEED_DIR.is_dir() else []
-        raise FileNotFoundError(f"train.deepspeed: {p} does not exist; shipped: {shipped}")
-    return str(p)
-
-
-def load_deepspeed_config(cfg: TrainConfig) -> Optional[dict]:
-    """The DeepSpeed config dict for zero2/zero3, ``None`` for plain."""
-    if cfg.strategy == "plain":
-        return None
-    with open(resolve_deepspeed_path(cfg.deepspeed or f"{cfg.strategy}.json")) as f:
-        ds = json.load(f)
-    stage = ds.get("zero_optimization", {}).get("stage")
-    want = {"zero2": 2, "zero3": 3}[cfg.strategy]
-    if stage != want:
-        raise ValueError(f"train.deepspeed: {cfg.deepspeed} has zero_optimization.stage={stage}, "
-                         f"but train.strategy={cfg.strategy} needs {want}")
-    return ds
 
 
 def sft_dataset(rows: list[dict]):
@@ -174,27 +148,32 @@ def _train_cfg(obj: Any) -> TrainConfig:
 def train_worker(config: dict) -> None:
     """Train on one process (a Ray Train worker, or standalone) and write the model to ``out_dir``.
 
-    ``config``: ``data_path`` (SFT parquet), ``base_model`` (HF folder), ``out_dir`` (absolute; every
-    worker sees the same path: shared filesystem), ``train`` (TrainConfig or its dict).
-    Rank 0 writes ``out_dir``: the full model (LoRA merged into the base), tokenizer, generation
-    config and ``train_metrics.json`` (written last: its presence means the folder is complete).
+    ``config``: ``data_path`` (an SFT parquet file, or a stage's ``data/`` folder of shards),
+    ``base_model`` (HF folder), ``out_dir`` (absolute; every worker sees the same path: shared
+    filesystem), ``train`` (TrainConfig or its dict). Rank 0 writes ``out_dir``: the full model (LoRA
+    merged into the base), tokenizer, generation config and ``train_metrics.json`` (written last:
+    its presence means the folder is complete).
     """
     cfg = _train_cfg(config["train"])
     gpu = on_gpu(cfg)
     _ensure_process_env(gpu)
+    trainer, lora = load(cfg, str(config["data_path"]), str(config["base_model"]), str(config["out_dir"]), gpu)
+    metrics = fit(trainer)
+    save(trainer, cfg, lora, str(config["base_model"]), str(config["out_dir"]), gpu, metrics)
 
+
+def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: bool):
+    """The SFT rows, the DeepSpeed config, tokenizer and model: an ``SFTTrainer`` ready to train (and
+    the LoRA config, or None)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from selftaught.io import read_records
 
-    data_path, base_model, out_dir = str(config["data_path"]), str(config["base_model"]), str(config["out_dir"])
-    rows = read_records(data_path)
-    dataset = sft_dataset(rows)
-    ds_cfg = load_deepspeed_config(cfg)
-    bf16 = use_bf16(cfg, gpu)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dataset = sft_dataset(read_records(data_path))
+    ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
+    dtype = torch.bfloat16 if use_bf16(cfg, gpu) else torch.float32
     # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
     # partitions the weights at load (zero.Init) instead of materialising them on every rank.
     args = SFTConfig(**sft_config_kwargs(cfg, out_dir, gpu, ds_cfg))
@@ -213,7 +192,11 @@ def train_worker(config: dict) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     lora = peft_config(cfg.lora)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return trainer, lora
 
+
+def fit(trainer) -> dict:
+    """Train; the run's metrics (rank 0 writes them with the model)."""
     t0 = time.perf_counter()
     out = trainer.train()
     wall = time.perf_counter() - t0
@@ -221,36 +204,36 @@ def train_worker(config: dict) -> None:
     # CPU machine that includes a one-off JIT build of its shm comm op).
     seconds = float(out.metrics.get("train_runtime") or wall)
     state = trainer.state
-    world = trainer.args.world_size
+    tokens = int(state.num_input_tokens_seen or 0)
+    return {
+        "train_loss": float(out.training_loss),
+        "steps": int(state.global_step),
+        "examples": len(trainer.train_dataset),
+        "epochs": float(state.epoch or 0.0),
+        "tokens": tokens,  # non-padding input tokens, summed over all workers
+        "seconds": round(seconds, 3),
+        "wall_seconds": round(wall, 3),  # train() including engine set-up
+        "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
+        "world_size": int(trainer.args.world_size),
+        "log_history": list(state.log_history),
+    }
+
+
+def save(trainer, cfg: TrainConfig, lora, base_model: str, out_dir: str, gpu: bool, metrics: dict) -> None:
+    """Every rank saves (ZeRO-3 gathers the weights); rank 0 writes the folder, metrics last."""
+    import torch
 
     save_dir = os.path.join(out_dir, ADAPTER_DIR) if lora is not None else out_dir
     trainer.save_model(save_dir)  # every rank calls it (ZeRO-3 gathers); rank 0 writes
-    is_main = trainer.is_world_process_zero()
-    if is_main:
-        tokenizer.save_pretrained(out_dir)
+    if trainer.is_world_process_zero():
+        bf16 = use_bf16(cfg, gpu)
+        trainer.processing_class.save_pretrained(out_dir)
         if lora is not None:
-            _merge_lora(trainer, base_model, save_dir, out_dir, dtype)
+            _merge_lora(trainer, base_model, save_dir, out_dir, torch.bfloat16 if bf16 else torch.float32)
         _ensure_generation_config(base_model, out_dir)
-        tokens = int(state.num_input_tokens_seen or 0)
-        metrics = {
-            "train_loss": float(out.training_loss),
-            "steps": int(state.global_step),
-            "examples": len(dataset),
-            "epochs": float(state.epoch or 0.0),
-            "tokens": tokens,  # non-padding input tokens, summed over all workers
-            "seconds": round(seconds, 3),
-            "wall_seconds": round(wall, 3),  # train() including engine set-up
-            "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
-            "world_size": int(world),
-            "strategy": cfg.strategy,
-            "dtype": "bfloat16" if bf16 else "float32",
-            "lora": bool(lora is not None),
-            "log_history": list(state.log_history),
-        }
-        tmp = os.path.join(out_dir, METRICS_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(metrics, f, indent=2, default=float)
-        os.replace(tmp, os.path.join(out_dir, METRICS_FILE))
+        metrics = {**metrics, "strategy": cfg.strategy, "dtype": "bfloat16" if bf16 else "float32",
+                   "lora": bool(lora is not None)}
+        atomic.write_text(os.path.join(out_dir, METRICS_FILE), json.dumps(metrics, indent=2, default=float))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no worker returns before rank 0 has written the folder
 
