@@ -9,7 +9,6 @@ summaries never load the rows into the driver.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import uuid
 from collections import Counter
@@ -20,8 +19,6 @@ from typing import Any, Callable, Optional
 from selftaught.io import read_records
 from selftaught.stages.base import OK, StageContext, StageSpec
 from selftaught.store import StageDir
-
-log = logging.getLogger("selftaught.shards")
 
 EXAMPLES_PER_SHARD = 3  # failures a manifest entry quotes, for the driver's log
 

@@ -19,6 +19,7 @@ from selftaught.parsing import CATEGORY_TAIL, category_regex, parse_category
 from selftaught.prompts import load_template
 from selftaught.rows import Categorized
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
+from selftaught.stages.select import category_counts
 from selftaught.stats import wilson
 
 STAGE = "categorize"
@@ -123,10 +124,7 @@ def _accuracy(hits: int, n: int) -> dict:
 def shard_stats(rows: list[dict], cfg: CategorizeConfig) -> dict:
     ok = [r for r in rows if r.get("status") == OK]
     labelled = [r for r in ok if r.get("reference_category")]
-    categories: dict[str, int] = {}
-    for r in ok:
-        categories[r.get("category") or "Other"] = categories.get(r.get("category") or "Other", 0) + 1
-    return {"unparsed": sum(not r["category_parsed"] for r in ok), "categories": categories,
+    return {"unparsed": sum(not r["category_parsed"] for r in ok), "categories": category_counts(ok),
             "reference_labelled": len(labelled), "reference_hits": sum(r["category"] == r["reference_category"] for r in labelled)}
 
 
