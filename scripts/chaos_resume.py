@@ -41,12 +41,12 @@ from selftaught.atomic import read_log  # noqa: E402
 from selftaught.config import ModelConfig  # noqa: E402
 from selftaught.io import read_jsonl, read_records  # noqa: E402
 from selftaught.models import TINY_TWO_ROUNDS, build_tiny_model, resolve_model  # noqa: E402
-from selftaught.stages import categorize, evaluate, judge, load, pairs, select, sft_data  # noqa: E402
+from selftaught.stages import EVAL, PIPELINE  # noqa: E402
 from selftaught.store import MARKER, MANIFEST  # noqa: E402
 
-SPECS = {s.name: s for s in (load.SPEC, categorize.SPEC, select.SPEC, pairs.SPEC, judge.SPEC, sft_data.SPEC,
-                             evaluate.SPEC)}
-UPSTREAM = {"categorize": "load", "pairs": "select", "judge": "pairs", "sft_data": "judge"}
+SPECS = {s.name: s for s in PIPELINE + (EVAL,)}
+# 1:1 stages read exactly their upstream's kept rows (select is a filter; load and eval read files)
+UPSTREAM = {b.name: a.name for a, b in zip(PIPELINE, PIPELINE[1:]) if b.name != "select"}
 INSTRUCTIONS = [
     "What is 15% of 80?", "Write a haiku about the sea.", "Explain why the sky is blue.",
     "Name three prime numbers.", "Give one tip for learning a language.", "What is the capital of France?",
@@ -136,9 +136,7 @@ def check_accounting(run: Path) -> list[str]:
         n_in = sum(e["in"] for e in entries)
         n_out = sum(e["out"] for e in entries)
         n_bad = sum(e["failed"] for e in entries)
-        per = spec.rows_per_input
-        if d.name == "eval":
-            per = 2 * 2  # two orders x two modes (constrained, free)
+        per = 2 * 2 if d.name == "eval" else spec.per_input(None)  # eval: two orders x two modes
         if per is None:
             if n_out + n_bad > n_in:
                 problems.append(f"{rel}: {n_out} out + {n_bad} failed > {n_in} in")

@@ -24,3 +24,11 @@ def evaluate(cfg):
     from selftaught.driver import evaluate_model
 
     return evaluate_model(cfg)
+
+
+def judge(cfg):
+    """Decide ``cfg.judge_file.path``'s response pairs with the judge at ``cfg.model.path`` (both
+    orders, debiased); writes verdicts, a summary and optional DPO rows; returns the summary."""
+    from selftaught.driver import judge_pairs
+
+    return judge_pairs(cfg)

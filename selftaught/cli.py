@@ -5,6 +5,8 @@
     selftaught run --cfg job                    # print the composed config and exit
     selftaught run engine=hf until=pairs        # another engine; stop after a stage
     selftaught eval model.path=/abs/model eval=llmbar   # evaluate one judge, nothing else
+    selftaught judge model.path=/abs/model judge_file.path=pairs.jsonl [judge_file.dpo_out=dpo.jsonl]
+                                                # decide a file of response pairs, both orders
     selftaught submit --address http://head:8265 --storage /abs/shared/runs -- rounds=2 cluster=gpu_node
                                                 # the same run as a Ray job (see distributed/submit.py)
 
@@ -32,7 +34,7 @@ from selftaught.config import (CONF_PACKAGE, ConfigError, RunConfig, omegaconf_e
 # Found with importlib.resources: the same in a checkout, an editable install and a wheel.
 CONF_PATH = f"pkg://{CONF_PACKAGE}"
 CONF_DIR = str(resources.files(CONF_PACKAGE))  # its folder on disk (docs, tests)
-COMMANDS = ("run", "eval", "submit")
+COMMANDS = ("run", "eval", "judge", "submit")
 EXIT_CONFIG = 2  # every config error, whichever layer finds it
 log = logging.getLogger("selftaught")
 
@@ -94,6 +96,13 @@ def _eval(cfg: DictConfig) -> None:
     from selftaught.driver import evaluate_model
 
     _guarded(evaluate_model, typed)
+
+
+def _judge(cfg: DictConfig) -> None:
+    typed = _typed(cfg)
+    from selftaught.driver import judge_pairs
+
+    _guarded(judge_pairs, typed)
 
 
 def _conf_groups() -> set[str]:
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     check_overrides(argv)
     register_configs()
     sys.argv = [f"selftaught {command}", *argv]  # Hydra parses sys.argv
-    entry = {"run": _run, "eval": _eval}[command]
+    entry = {"run": _run, "eval": _eval, "judge": _judge}[command]
     hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(entry)()
 
 

@@ -56,10 +56,6 @@ ZERO_STAGES = {"zero2": 2, "zero3": 3}  # train.strategy -> the zero_optimizatio
 # transformers SchedulerType values usable without extra scheduler kwargs.
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
-# Stages of one round. The first four (the pairs) are made once and shared unless
-# generator.fresh_instructions; round 0 runs only "eval" (of the seed).
-DATA_STAGES = ["load", "categorize", "select", "pairs"]
-ALL_STAGES = DATA_STAGES + ["judge", "sft_data", "train", "eval"]
 # The Hydra config and the DeepSpeed JSONs ship inside the package (a wheel install has no checkout).
 CONF_PACKAGE = "selftaught.conf"
 
@@ -479,6 +475,41 @@ class EvalConfig(BaseConfig):
 
 
 @dataclass
+class JudgeFileConfig(BaseConfig):
+    """``selftaught judge``: the judge (``model.path``) decides a file of response pairs, both orders."""
+
+    KEY: ClassVar[str] = "judge_file"
+    path: Optional[str] = None  # jsonl | json | parquet of pairs; required by `selftaught judge`
+    format: str = "auto"  # auto (from the suffix) | jsonl | json | parquet
+    id_field: Optional[str] = "id"  # absent: <file stem>-<line>
+    instruction_field: str = "instruction"
+    a_field: str = "response_a"
+    b_field: str = "response_b"
+    reference_field: Optional[str] = "reference"  # optional per row: shown to the judge after the instruction
+    limit: Optional[int] = None
+    out_dir: Optional[str] = None  # null: <output_dir>/<name>/judged/<file stem>
+    # When the two orders disagree (or one does not parse): "tie", or "logprob": the verdict
+    # log-odds averaged over both orders decide (constrained decoding only; position bias removed).
+    decide: str = "tie"
+    majority_k: int = 0  # > 1: also k samples per order at eval.temperature/top_p; the 2k votes decide
+    constrained: Optional[bool] = None  # null: the judge's default (engine.constrained / the embedded model)
+    dpo_out: Optional[str] = None  # also write TRL DPO rows (prompt/chosen/rejected) here: .jsonl or .parquet
+
+    def __post_init__(self) -> None:
+        self._check(self.format in ("auto", "jsonl", "json", "parquet"), "format", "must be auto|jsonl|json|parquet")
+        for name in ("instruction_field", "a_field", "b_field"):
+            self._check(bool(getattr(self, name)), name, "must be set")
+        self._check(self.a_field != self.b_field, "b_field", f"must differ from a_field ({self.a_field!r})")
+        self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
+        self._check(self.decide in ("tie", "logprob"), "decide", f"must be tie|logprob, got {self.decide!r}")
+        self._check(self.decide != "logprob" or self.constrained is not False, "decide",
+                    "logprob needs constrained decoding (the verdict's log-odds); set judge_file.constrained=true")
+        self._check(self.majority_k == 0 or self.majority_k > 1, "majority_k", f"must be 0 (off) or > 1, got {self.majority_k}")
+        self._check(self.dpo_out is None or self.dpo_out.endswith((".jsonl", ".parquet")), "dpo_out",
+                    f"must end in .jsonl or .parquet, got {self.dpo_out!r}")
+
+
+@dataclass
 class TrackingConfig(BaseConfig):
     KEY: ClassVar[str] = "tracking"
     backend: str = "wandb"  # wandb | none
@@ -520,13 +551,14 @@ class RunConfig(BaseConfig):
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    judge_file: JudgeFileConfig = field(default_factory=JudgeFileConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         self._check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")
         self._check(bool(self.output_dir), "output_dir", "must be set")
         self._check(self.rounds >= 0, "rounds", f"must be >= 0, got {self.rounds}")
-        self._check(self.until in ALL_STAGES, "until", f"unknown stage {self.until!r}; known: {ALL_STAGES}")
+        self._check(self.until in stage_names(), "until", f"unknown stage {self.until!r}; known: {stage_names()}")
         self._check(self.shard_size >= 1, "shard_size", f"must be >= 1, got {self.shard_size}")
 
 
@@ -772,6 +804,13 @@ def eval_set_name(s: EvalSetConfig) -> str:
         return s.name
     base = s.path.split(":", 1)[1] if s.path.startswith("builtin:") else s.path
     return os.path.splitext(os.path.basename(os.path.normpath(base)))[0]
+
+
+def stage_names() -> list[str]:
+    """What ``until`` may name, in run order: the declared pipeline (``stages.PIPELINE``), train, eval."""
+    from selftaught.stages import EVAL, PIPELINE  # at call time: the stage modules import this one
+
+    return [s.name for s in PIPELINE] + ["train", EVAL.name]
 
 
 def eval_config(cfg: RunConfig) -> EvalConfig:

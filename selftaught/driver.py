@@ -12,23 +12,20 @@ incomplete stage and a changed knob redoes only what depends on it.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from selftaught import eval_data, io
-from selftaught.config import (ALL_STAGES, RunConfig, abspath, config_hash, constrained, eval_config,
-                               generator_constrained, validate)
+from selftaught.config import ConfigError, RunConfig, abspath, config_hash, constrained, generator_constrained, validate
 from selftaught.distributed.generation import LocalRunner, run_with_ray
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
 from selftaught.shards import entry_for, merged
-from selftaught.stages import categorize, evaluate, judge, load, pairs, select, sft_data
-from selftaught.stages.base import StageContext, StageSpec
+from selftaught.stages import EVAL, PIPELINE, VERDICTS, evaluate, load, verdicts
+from selftaught.stages.base import StageContext, StageSpec, Upstream
 from selftaught.store import RoundStore, StageDir
 
 log = logging.getLogger("selftaught")
@@ -74,15 +71,13 @@ def run_dir(cfg: RunConfig) -> Path:
     return Path(abspath(cfg.output_dir)) / cfg.name
 
 
-def _data_fingerprint(paths: list[str]) -> list[dict]:
-    out = []
-    for path in paths:
-        if path.startswith("builtin:"):
-            out.append({"builtin": path, "size": os.path.getsize(io.resolve_data_path(path))})
-        else:
-            st = os.stat(path)
-            out.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return out
+def _stages_until(until: str) -> list[str]:
+    """The stages a run goes through: the declared pipeline up to ``until``, then train and eval
+    (``config.stage_names`` checked ``until``)."""
+    names, after = [s.name for s in PIPELINE], ["train", EVAL.name]
+    if until in names:
+        return names[: names.index(until) + 1]
+    return names + after[: after.index(until) + 1] if until in after else names
 
 
 def _num_rows(path: Path) -> int:
@@ -97,10 +92,9 @@ class Run:
     def __init__(self, cfg: RunConfig):
         self.cfg = validate(cfg)
         self.run_dir = run_dir(cfg)
-        self.stages = ALL_STAGES[: ALL_STAGES.index(cfg.until) + 1]
+        self.stages = _stages_until(cfg.until)
         # Fail fast, before Ray or any engine starts: data, models, templates, eval files.
-        self.data_paths = [io.resolve_data_path(cfg.data.path)] + [
-            io.resolve_data_path(s.path, f"data.also.{i}.path") for i, s in enumerate(cfg.data.also)]
+        load.data_paths(cfg.data)
         if cfg.rounds > 0:  # an empty or unusable data file stops here, in one line (io.DataError)
             io.check_instructions(cfg.data)
         self.seed = _local_model(resolve_model(cfg.model), cfg.model.path)
@@ -108,10 +102,9 @@ class Run:
         self.generator = self._generator_model()
         self.constrained = constrained(cfg)
         self.gen_constrained = generator_constrained(cfg)
-        self.eval_cfg = eval_config(cfg)
-        for name in (cfg.categorize.template, cfg.pairs.answer_template, cfg.pairs.modify_template,
-                     cfg.pairs.instruction_template, cfg.judge.template, self.eval_cfg.template):
-            load_template(name)
+        for spec in PIPELINE + (EVAL,):
+            for name in spec.templates(spec.config(cfg, Upstream(0))):
+                load_template(name)
         self.eval_on = "eval" in self.stages and cfg.eval.enabled
         if self.eval_on:
             eval_data.fingerprint(cfg.eval)
@@ -147,7 +140,7 @@ class Run:
             if cfg.generator.engine is not None:
                 check_generation_resources(cfg.generator.engine, cfg.ray, key="generator.engine")
         if train:
-            from selftaught.distributed.training import check_train_resources
+            from selftaught.training.launch import check_train_resources
 
             check_train_resources(cfg.train, cfg.ray)
 
@@ -187,7 +180,7 @@ class Run:
                 log.warning("%s: more failures not shown (see failures/)", sd.root.name)
             self.logged_failures += 1
 
-    def _finish(self, sd: StageDir, spec: StageSpec, k: int, h: str, stage_cfg: object, seconds: float,
+    def _finish(self, sd: StageDir, spec: StageSpec, k: int, h: str, stage_cfg: Any, seconds: float,
                 n_in: Optional[int] = None, extra: Optional[dict] = None) -> dict:
         """The stage summary, from its manifest's shard entries alone (no row is read), then the marker."""
         entries = sd.entries()
@@ -195,7 +188,7 @@ class Run:
         c = tot.get("completion_tokens", 0)
         summary = {
             "stage": spec.name, "round": k, "hash": h,
-            "in": n_in if n_in is not None else tot.get("in", 0) * (spec.rows_per_input or 1),
+            "in": n_in if n_in is not None else tot.get("in", 0) * (spec.per_input(stage_cfg) or 1),
             "out": tot.get("out", 0), "failed": tot.get("failed", 0), "failures": tot.get("failures", {}),
             "prompt_tokens": tot.get("prompt_tokens", 0), "completion_tokens": c, "seconds": round(seconds, 2),
             "tok_per_s": round(c / seconds, 1) if seconds > 0 and c else None, "shards": len(entries),
@@ -208,20 +201,56 @@ class Run:
                  summary["failed"], seconds)
         return summary
 
-    def _sharded(self, store: RoundStore, k: int, spec: StageSpec, h: str, inputs: list[Path], stage_cfg: object,
-                 ctx: StageContext, desc: str, n_in: Optional[int] = None,
-                 finalize: Optional[Callable[[StageDir], dict]] = None) -> dict:
+    # -- one declared stage ---------------------------------------------------------------------
+    def _model(self, spec: StageSpec, judge_model: Model) -> Model:
+        return self.generator if spec.engine == "generator" else judge_model
+
+    def _hash(self, spec: StageSpec, upstream_hash: str, stage_cfg: Any, model: Model) -> str:
+        """What the stage's output depends on (see ``StageSpec``); it chains through every upstream stage."""
+        parts = [upstream_hash, spec.name, stage_cfg, [load_template(t).id for t in spec.templates(stage_cfg)],
+                 spec.hash_extra(self.cfg)]
+        if spec.engine is not None:
+            generator = spec.engine == "generator"
+            parts.append([model.id, self.gen_constrained if generator else self.constrained,
+                          self.cfg.model.max_model_len, self.cfg.seed])
+        return config_hash(*parts)
+
+    def _store(self, spec: StageSpec, k: int) -> RoundStore:
+        shared = spec.scope == "run" or (spec.scope == "fresh" and not self.cfg.generator.fresh_instructions)
+        return RoundStore(self.run_dir, SHARED if shared else k)
+
+    def _upstream(self, k: int, sd: Optional[StageDir]) -> Upstream:
+        return Upstream(k, sd, sd.summary() if sd is not None else {},
+                        earlier=lambda name: [RoundStore(self.run_dir, j).stage(name) for j in range(1, k)])
+
+    def _stage(self, spec: StageSpec, k: int, up: Upstream, upstream_hash: str, judge_model: Model,
+               store: Optional[RoundStore] = None) -> tuple[StageDir, str, dict]:
+        """Run (or resume, or reuse) one declared stage; (its folder, its hash, its summary)."""
+        stage_cfg = spec.config(self.cfg, up)
+        model = self._model(spec, judge_model)
+        h = self._hash(spec, upstream_hash, stage_cfg, model)
+        store = store or self._store(spec, k)
+        ctx = self.ctx(k, model, generator=spec.engine == "generator")
+        if spec.process is None:
+            summary = self._rechunked(store, k, spec, h, stage_cfg, up)
+        else:
+            summary = self._sharded(store, k, spec, h, stage_cfg, up, ctx)
+        return store.stage(spec.name), h, summary
+
+    def _sharded(self, store: RoundStore, k: int, spec: StageSpec, h: str, stage_cfg: Any, up: Upstream,
+                 ctx: StageContext) -> dict:
         """Run ``spec`` over input shard files (shard i → output shard i) unless complete; each shard is
         committed as it finishes, so a resumed stage starts at its first uncommitted shard."""
         sd, done, committed = self._open(store, spec, h)
         if done is not None:
             return done
         t0 = time.perf_counter()
+        inputs = spec.inputs(stage_cfg, sd, self.cfg.shard_size) if spec.inputs else up.dir.data_files()
         if committed:
             log.info("%s: resuming, %d of %d shards committed", spec.name, len(committed), len(inputs))
         tasks = [(i, str(p)) for i, p in enumerate(inputs) if i not in committed]
-        total = sum(map(_num_rows, inputs))
-        kw = dict(desc=desc, commit=lambda e: self._commit(sd, e), total=total,
+        desc = f"{spec.name} round {k}" + (f" ({spec.describe(stage_cfg)})" if spec.describe else "")
+        kw = dict(desc=desc, commit=lambda e: self._commit(sd, e), total=sum(map(_num_rows, inputs)),
                   done=sum(e["in"] for e in committed.values()))
         if tasks:
             generator = spec.engine == "generator"
@@ -233,13 +262,14 @@ class Run:
             else:
                 run_with_ray(spec, str(sd.root), tasks, stage_cfg, self.gen_engine if generator else self.cfg.engine,
                              self.cfg.ray, ctx, **kw)
-        extra = finalize(sd) if finalize is not None else None
+        extra = spec.finalize(sd, stage_cfg, ctx) if spec.finalize else None
+        n_in = spec.count_in(stage_cfg, up) if spec.count_in else None
         return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in, extra)
 
-    def _rechunked(self, store: RoundStore, k: int, spec: StageSpec, h: str, items: Callable[[], Iterable[dict]],
-                   stage_cfg: object = None, n_in: Optional[Callable[[], int]] = None) -> dict:
-        """A stage the driver writes from a stream of rows (and failures, by status), cut into shards of
-        ``shard_size``; a resumed run skips the items of committed shards (the stream is deterministic)."""
+    def _rechunked(self, store: RoundStore, k: int, spec: StageSpec, h: str, stage_cfg: Any, up: Upstream) -> dict:
+        """A stage the driver writes from the stream of its ``items`` (rows, and failures by status), cut
+        into shards of ``shard_size``; a resumed run skips the items of committed shards (the stream is
+        deterministic)."""
         sd, done, committed = self._open(store, spec, h)
         if done is not None:
             return done
@@ -249,11 +279,11 @@ class Run:
         def flush() -> None:
             nonlocal i, buf
             entry, ok, bad = entry_for(spec, stage_cfg, i, len(buf), buf, 0.0)
-            sd.write_shard(i, ok, bad)
+            sd.write_shard(i, ok, bad, spec.row_type)
             self._commit(sd, entry)
             i, buf = i + 1, []
 
-        for pos, item in enumerate(items()):
+        for pos, item in enumerate(spec.items(stage_cfg, up)):
             if pos < skip:
                 continue
             buf.append(item)
@@ -261,86 +291,21 @@ class Run:
                 flush()
         if buf or i == 0:
             flush()  # the last, partial shard (or one empty shard: a stage always has one)
-        return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in() if n_in else None)
+        n_in = spec.count_in(stage_cfg, up) if spec.count_in else None
+        return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in)
 
-    # -- stages --------------------------------------------------------------------------------
-    def make_pairs(self, k: int) -> tuple[StageDir, str]:
-        """load → categorize → select → pairs with the generator model; shared unless fresh per round.
-        Returns the last stage's folder (its shards feed the next stage) and its hash."""
-        cfg = self.cfg
-        shared = RoundStore(self.run_dir, SHARED)
-        gen = (self.generator.id, self.gen_constrained, cfg.model.max_model_len)
-        ctx = self.ctx(k, self.generator, generator=True)
-        h = config_hash("load", cfg.data, _data_fingerprint(self.data_paths))
-        self._rechunked(shared, k, load.SPEC, h, lambda: load.items(cfg.data))
-        last = shared.stage("load")
-        if "categorize" not in self.stages:
-            return last, h
-        h = config_hash(h, "categorize", cfg.categorize, gen, load_template(cfg.categorize.template).id)
-        self._sharded(shared, k, categorize.SPEC, h, last.data_files(), cfg.categorize, ctx, "categorize")
-        last = shared.stage("categorize")
-        if "select" not in self.stages:
-            return last, h
-
-        store, used = shared, set()
-        if cfg.generator.fresh_instructions:  # each round: instructions no earlier round used
-            store = RoundStore(self.run_dir, k)
-            used = {r["id"] for j in range(1, k) for r in RoundStore(self.run_dir, j).stage("select").rows(["id"])}
-            h = config_hash(h, "fresh", k, sorted(used))
-        h = config_hash(h, "select", cfg.select)
-        pool: list[dict] = []
-
-        def chosen_rows():
-            # Decide on the few columns select needs, then stream the shards again for the chosen rows.
-            pool[:] = [r for r in last.rows(select.COLUMNS) if r["id"] not in used]
-            chosen = {r["id"] for r in select.select(pool, cfg.select)}
-            for f in last.data_files():
-                yield from (r for r in io.read_records(f) if r["id"] in chosen)
-
-        self._rechunked(store, k, select.SPEC, h, chosen_rows, cfg.select, n_in=lambda: len(pool))
-        last = store.stage("select")
-        if "pairs" not in self.stages:
-            return last, h
-        tids = [load_template(t).id for t in (cfg.pairs.answer_template, cfg.pairs.modify_template,
-                                              cfg.pairs.instruction_template)]
-        h = config_hash(h, "pairs", cfg.pairs, gen, tids)
-        self._sharded(store, k, pairs.SPEC, h, last.data_files(), cfg.pairs, ctx, "pairs")
-        return store.stage("pairs"), h
-
-    def judge_and_build(self, k: int, upstream: StageDir, h: str, judge_model: Model) -> tuple[StageDir, str]:
-        cfg, store = self.cfg, RoundStore(self.run_dir, k)
-        h = config_hash(h, "judge", cfg.judge, judge_model.id, self.constrained, cfg.model.max_model_len, cfg.seed,
-                        load_template(cfg.judge.template).id)
-        summary = self._sharded(store, k, judge.SPEC, h, upstream.data_files(), cfg.judge, self.ctx(k, judge_model),
-                                f"judge round {k} (n={cfg.judge.n}, 2 orders)", finalize=self._balance)
-        if "sft_data" not in self.stages:
-            return store.stage("judge"), h
-        h = config_hash(h, "sft_data", cfg.judge.template)
-        build = sft_data.SftBuild(cfg.judge, cfg.seed, summary.get("balance") if cfg.judge.balance else None)
-        self._sharded(store, k, sft_data.SPEC, h, store.stage("judge").data_files(), build, self.ctx(k, judge_model),
-                      "sft_data")
-        return store.stage("sft_data"), h
-
-    def _balance(self, sd: StageDir) -> dict:
-        """The A/B balance of the judge's kept rows, decided from three columns of every shard: the
-        per-verdict thresholds (``sft_data`` applies them row by row) and what the SFT set will hold."""
-        import numpy as np
-
-        keys: dict[str, list[int]] = {"A": [], "B": []}
-        mirror: dict[str, list[bool]] = {"A": [], "B": []}
-        for f in sd.data_files():
-            for r in io.read_records(f, ["example_id", "gold", "kept_source"]):
-                keys[r["gold"]].append(judge.balance_key(self.cfg.seed, r["example_id"]))
-                mirror[r["gold"]].append(r["kept_source"] == judge.MIRROR)
-        t = (judge.balance_thresholds(keys) if self.cfg.judge.balance
-             else {v: (max(keys[v]) if keys[v] else None) for v in ("A", "B")})
-        kept = {v: np.asarray(keys[v], dtype=np.uint64) <= np.uint64(t[v]) if t[v] is not None
-                else np.zeros(len(keys[v]), dtype=bool) for v in ("A", "B")}
-        n_mirror = sum(int((kept[v] & np.asarray(mirror[v], dtype=bool)).sum()) for v in ("A", "B"))
-        n_kept = int(kept["A"].sum() + kept["B"].sum())
-        return {"balance": t, "correct_A": len(keys["A"]), "correct_B": len(keys["B"]),
-                "kept_A": int(kept["A"].sum()), "kept_B": int(kept["B"].sum()),
-                "kept_sampled": n_kept - n_mirror, "kept_mirror": n_mirror}
+    # -- a round -------------------------------------------------------------------------------
+    def pipeline(self, k: int, judge_model: Model) -> tuple[Optional[StageDir], str]:
+        """The declared stages in order (``stages.PIPELINE``) up to ``until``, each reading the one before:
+        the pairs (once per run, or per round with ``generator.fresh_instructions``), then the round's
+        judge and its SFT rows. Returns the last stage's folder and hash (training's input)."""
+        sd: Optional[StageDir] = None
+        h = ""
+        for spec in PIPELINE:
+            if spec.name not in self.stages:
+                break
+            sd, h, _ = self._stage(spec, k, self._upstream(k, sd), h, judge_model)
+        return sd, h
 
     def train(self, k: int, sft: StageDir, h: str, previous: Model) -> tuple[Model, dict]:
         """SFT on the kept judgments (Ray Train); the result judges round k+1."""
@@ -364,7 +329,7 @@ class Run:
                 extra = {"skipped": True, "examples": n, "model_path": previous.path,
                          "reason": f"{n} examples < train.min_examples"}
             else:
-                from selftaught.distributed.training import train_with_ray
+                from selftaught.training.launch import train_with_ray
 
                 self.close_engines()
                 res = train_with_ray(str(sft.data_dir), base.path, str(model_dir), cfg.train, cfg.ray)
@@ -385,44 +350,23 @@ class Run:
         return _local_model(summary["model_path"], f"round_{k}/train@{h}"), summary
 
     def evaluate(self, store: RoundStore, k: int, model: Model) -> tuple[list[dict], dict]:
-        cfg, ev = self.cfg, self.eval_cfg
-        h = config_hash("eval", ev, eval_data.fingerprint(cfg.eval), model.id, cfg.model.max_model_len,
-                        load_template(ev.template).id)
+        """The eval stage on ``model``; a judge evaluated already (a round that kept the previous judge) is
+        reused, not run again."""
+        up = Upstream(k)
+        h = self._hash(EVAL, "", EVAL.config(self.cfg, up), model)
         earlier = self.evaluated.get(h)
-        if earlier is not None and earlier.root != store.root and not store.is_complete("eval", h):
-            # The same judge, evaluated already (a round whose training was skipped): reuse, not re-run.
+        if earlier is not None and earlier.root != store.root and not store.is_complete(EVAL.name, h):
             log.info("round %d eval: judge unchanged since %s; reusing its eval", k, earlier.root.name)
-            summary = {**earlier.summary("eval"), "round": k, "seconds": 0.0, "reused_from": earlier.root.name,
+            summary = {**earlier.summary(EVAL.name), "round": k, "seconds": 0.0, "reused_from": earlier.root.name,
                        "resumed": False}
-            rows = earlier.rows("eval")
-            store.save("eval", h, rows, earlier.failures("eval"), summary)
+            rows = earlier.rows(EVAL.name)
+            store.save(EVAL.name, h, rows, earlier.failures(EVAL.name), summary)
             self.summaries.append(summary)
-            self.evaluated[h] = store
-            return rows, summary
-
-        sd = store.stage("eval")
-        summary = self._resumed(sd, "eval", h)
-        if summary is None:
-            pairs_, rejects = eval_data.load_eval_sets(cfg.eval)
-            committed = sd.open(h, cfg.shard_size)
-            # The eval pairs as input shards (rewritten each time: the same rows, cut the same way).
-            inputs = [sd.root / "input" / f"part-{i // cfg.shard_size:05d}.parquet"
-                      for i in range(0, len(pairs_), cfg.shard_size)]
-            for j, p in enumerate(inputs):
-                if j not in committed:
-                    io.write_records(p, pairs_[j * cfg.shard_size: (j + 1) * cfg.shard_size])
-            io.write_jsonl(sd.root / "rejected.jsonl", rejects)
-
-            def metrics(d: StageDir) -> dict:
-                m = evaluate.metrics(d.rows() + d.failures())  # eval sets are bounded: their rows fit
-                print(f"\neval, round {k} ({model.path}):\n{evaluate.format_metrics(m)}", flush=True)
-                return {"model": model.path, "metrics": m, "rejected_lines": len(rejects)}
-
-            summary = self._sharded(store, k, evaluate.SPEC, h, inputs, ev, self.ctx(k, model),
-                                    f"eval round {k} ({len(pairs_)} pairs, 2 orders, {'+'.join(ev.modes)})",
-                                    n_in=2 * len(pairs_) * len(ev.modes), finalize=metrics)
+        else:
+            _, _, summary = self._stage(EVAL, k, up, "", model, store=store)
+            rows = store.rows(EVAL.name)
         self.evaluated[h] = store
-        return sd.rows(), summary
+        return rows, summary
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -444,9 +388,7 @@ class Run:
                 self._finish_round(result, 0, current, [])
             for k in range(1, rounds + 1):
                 n_before = len(self.summaries)
-                last, h = self.make_pairs(k)
-                if "judge" in self.stages:
-                    last, h = self.judge_and_build(k, last, h, current)
+                last, h = self.pipeline(k, current)
                 if "train" in self.stages:
                     current, _ = self.train(k, last, h, current)
                     result.models[k] = current.path
@@ -543,3 +485,60 @@ def evaluate_model(cfg: RunConfig) -> dict:
     if summary.get("resumed"):
         print(f"eval ({r.seed.path}):\n{evaluate.format_metrics(summary['metrics'])}")
     return summary
+
+
+def judge_file_dir(cfg: RunConfig) -> Path:
+    f = cfg.judge_file
+    if f.out_dir:
+        return Path(abspath(f.out_dir))
+    return run_dir(cfg) / "judged" / Path(f.path or "pairs").stem
+
+
+def judge_pairs(cfg: RunConfig) -> dict:
+    """``selftaught judge``: the judge at ``model.path`` decides the pairs of ``judge_file.path``.
+
+    Writes under ``judge_file_dir``: ``verdicts/`` (the stage: parquet shards, manifest, failures;
+    a rerun resumes), ``verdicts.jsonl`` (every row in file order, failures with their reason),
+    ``summary.json``, and ``judge_file.dpo_out`` when set. Returns the summary."""
+    f = cfg.judge_file
+    if not f.path:
+        raise ConfigError("judge_file.path: must be set to the file of pairs to judge "
+                          "(rows with instruction, response_a, response_b; see judge_file.*_field)")
+    path = f.path if f.path.startswith(io.BUILTIN) else abspath(f.path)
+    if not path.startswith(io.BUILTIN) and not Path(path).is_file():
+        raise ConfigError(f"judge_file.path: {path} does not exist (a jsonl, json or parquet file of pairs)")
+    cfg = replace(cfg, rounds=0, until="eval", eval=replace(cfg.eval, enabled=False))
+    r = Run(cfg)
+    c = VERDICTS.config(cfg, Upstream(0))
+    if f.decide == "logprob" and not c.constrained:
+        raise ConfigError("judge_file.decide: logprob needs constrained decoding (the verdict's log-odds), and this "
+                          "judge decodes free; set judge_file.constrained=true")
+    out = judge_file_dir(cfg)
+    r.check_cluster(train=False)
+    try:
+        sd, _, summary = r._stage(VERDICTS, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
+    finally:
+        r.close_engines()
+    rows = _in_file_order(sd)
+    paths = {"verdicts": out / "verdicts.jsonl", "shards": sd.data_dir, "summary": out / "summary.json"}
+    io.write_jsonl(paths["verdicts"], rows)
+    if f.dpo_out:
+        paths["dpo"] = Path(abspath(f.dpo_out))
+        dpo = verdicts.dpo_rows(rows)
+        (io.write_records if f.dpo_out.endswith(".parquet") else io.write_jsonl)(paths["dpo"], dpo)
+        summary = {**summary, "dpo_rows": len(dpo)}
+    summary = {**summary, "outputs": {k: str(v) for k, v in paths.items()}}
+    from selftaught import atomic
+
+    atomic.write_json(paths["summary"], summary)
+    print(verdicts.format_summary(summary), flush=True)
+    return summary
+
+
+def _in_file_order(sd: StageDir) -> list[dict]:
+    """The stage's rows and failures, each shard's merged back into the input file's order."""
+    out = []
+    for data, fails in zip(sd.data_files(), sd.failure_files()):
+        shard = io.read_records(data) + io.read_jsonl(fails)
+        out += sorted(shard, key=lambda r: int(str(r.get("source") or "0").rsplit(":", 1)[-1] or 0))
+    return out

@@ -174,8 +174,9 @@ def _first_line_is_json(data: bytes) -> bool:
         return False
 
 
-def _text(row: dict, dotted: str) -> tuple[str, Optional[str]]:
-    """(stripped text, error) for a required non-empty string field."""
+def _text(row: dict, dotted: str, strip: bool = True) -> tuple[str, Optional[str]]:
+    """(text, error) for a required non-empty string field; ``strip=False`` keeps an answer verbatim
+    (its whitespace can be what a judge must notice)."""
     v = get_field(row, dotted)
     if v is _MISSING or v is None:
         return "", f"missing field {dotted!r}"
@@ -183,7 +184,7 @@ def _text(row: dict, dotted: str) -> tuple[str, Optional[str]]:
         return "", f"field {dotted!r} is not a string (got {type(v).__name__})"
     if not v.strip():
         return "", f"field {dotted!r} is empty"
-    return v.strip(), None
+    return (v.strip() if strip else v), None
 
 
 # A converter turns one JSON object into a partial record (without "source"; "id" may be None
@@ -319,7 +320,8 @@ def _no_rows(src, what: str, rejects: list[Reject], row_keys: list[str]) -> str:
     if any(k in kinds for k in ("invalid JSON", "not valid UTF-8")):
         fmt = src.format if src.format != "auto" else Path(path).suffix.lstrip(".")
         msg += f"; read as {fmt}: set {_key(what, 'format')}=jsonl|json|parquet to the file's format"
-    mapping = [(name, getattr(src, name)) for name in ("instruction_field", "input_field", "id_field")]
+    mapping = [(name, getattr(src, name, None)) for name in ("instruction_field", "input_field", "id_field", "a_field",
+                                                            "b_field", "reference_field")]
     named = [f"{_key(what, name)}={field}" for name, field in mapping if field and any(f"field {field!r}" in k for k in kinds)]
     if named:
         seen = f" (the rows have {', '.join(row_keys)})" if row_keys else ""
@@ -327,14 +329,103 @@ def _no_rows(src, what: str, rejects: list[Reject], row_keys: list[str]) -> str:
     return msg
 
 
+def file_fingerprint(path: Optional[str]) -> Optional[list]:
+    """What identifies an input file in a stage hash: its absolute path, size and mtime."""
+    if not path:
+        return None
+    p = resolve_data_path(path, "judge_file.path") if path.startswith(BUILTIN) else os.path.abspath(os.path.expanduser(path))
+    st = os.stat(p)
+    return [p, st.st_size, st.st_mtime_ns]
+
+
+SAME_ANSWERS = "the two responses are identical"
+
+
+def iter_response_pairs(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
+    """A file of response pairs (``config.JudgeFileConfig``: field mapping, format, limit) ->
+    ``{id, instruction, response_a, response_b, reference, source}`` rows and file:line rejects,
+    streamed. A file that gives no row raises ``DataError``."""
+    row_keys: list[str] = []
+
+    def convert(row: dict) -> Union[dict, str]:
+        if not row_keys:
+            row_keys.extend(str(k) for k in list(row)[:12])
+        instruction, err = _text(row, cfg.instruction_field)
+        a, err_a = _text(row, cfg.a_field, strip=False)
+        b, err_b = _text(row, cfg.b_field, strip=False)
+        errors = [e for e in (err, err_a, err_b) if e]
+        if errors:  # all of them: the message for an unmapped file names every field to map
+            return "; ".join(errors)
+        if a.strip() == b.strip():
+            return SAME_ANSWERS
+        ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
+        if ref is not _MISSING and ref is not None and not isinstance(ref, str):
+            return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
+        rid = get_field(row, cfg.id_field) if cfg.id_field else None
+        if isinstance(rid, (dict, list)):
+            return f"field {cfg.id_field!r} is not a scalar id"
+        return {"id": None if rid is _MISSING else rid, "instruction": instruction, "response_a": a, "response_b": b,
+                "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None}
+
+    early: list[Reject] = []
+    any_row = False
+    for x in _iter_load(cfg.path, cfg.format, convert, cfg.limit, what):
+        any_row = any_row or isinstance(x, dict)
+        if not any_row:
+            early.append(x)
+        yield x
+    if not any_row:
+        raise DataError(_no_rows(cfg, what, early, row_keys))
+
+
+MT_BENCH_TIE = "tie vote (excluded from accuracy)"
+
+
+def _mt_bench(row: dict) -> Union[dict, str]:
+    """One human vote of MT-Bench (``lmsys/mt_bench_human_judgments``): ``{question_id, model_a,
+    model_b, winner: model_a|model_b|tie, judge, conversation_a/b: [{role, content}], turn: 1|2}``.
+    Turn 1: the first question and the two first answers. Turn 2: the judge sees the whole
+    conversation, the first question with the follow-up, and each model's two answers."""
+    winner, turn = row.get("winner"), row.get("turn")
+    if winner not in ("model_a", "model_b"):
+        if isinstance(winner, str) and winner.startswith("tie"):  # "tie", "tie (bothbad)"
+            return MT_BENCH_TIE
+        return f"field 'winner' must be model_a, model_b or tie, got {winner!r}"
+    if turn not in (1, 2):
+        return f"field 'turn' must be 1 or 2, got {turn!r}"
+    turns = {}
+    for side in ("a", "b"):
+        conv = row.get(f"conversation_{side}")
+        if not isinstance(conv, list) or len(conv) < 2 * turn:
+            return f"field 'conversation_{side}' must hold {2 * turn} messages for turn {turn}"
+        msgs = [m.get("content") if isinstance(m, dict) else None for m in conv[: 2 * turn]]
+        if not all(isinstance(m, str) and m.strip() for m in msgs):
+            return f"field 'conversation_{side}': a message without text"
+        turns[side] = msgs
+    if turn == 1:
+        instruction = turns["a"][0]
+        answers = {s: turns[s][1] for s in "ab"}
+    else:
+        instruction = f"{turns['a'][0]}\n\n[Follow-up question]\n{turns['a'][2]}"
+        answers = {s: f"[First answer]\n{turns[s][1]}\n\n[Answer to the follow-up]\n{turns[s][3]}" for s in "ab"}
+    win, lose = ("a", "b") if winner == "model_a" else ("b", "a")
+    if answers[win].strip() == answers[lose].strip():
+        return SAME_ANSWERS
+    rid = "-".join(str(row.get(k)) for k in ("question_id", "model_a", "model_b", "judge")) + f"-t{turn}"
+    return {"id": rid, "instruction": instruction, "chosen": answers[win], "rejected": answers[lose],
+            "subset": f"turn{turn}"}
+
+
 def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None,
                        what: str = "eval path") -> tuple[list[dict], list[Reject]]:
-    """LLMBar ``{input, output_1, output_2, label}`` or RewardBench ``{prompt, chosen, rejected,
-    subset}`` -> ``{id, instruction, chosen, rejected, subset, source}``. LLMBar's subset is the
-    file stem (e.g. "Natural")."""
+    """LLMBar ``{input, output_1, output_2, label}``, RewardBench ``{prompt, chosen, rejected,
+    subset}`` or MT-Bench human votes (``_mt_bench``) -> ``{id, instruction, chosen, rejected,
+    subset, source}``. LLMBar's subset is the file stem (e.g. "Natural"); MT-Bench's the turn."""
     stem = Path(path).stem
 
     def convert(row: dict) -> Union[dict, str]:
+        if "conversation_a" in row and "winner" in row:
+            return _mt_bench(row)
         if "output_1" in row:  # LLMBar
             label = row.get("label")
             if str(label) not in ("1", "2") or isinstance(label, bool):
@@ -345,18 +436,16 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             keys = ("prompt", "chosen", "rejected")
             subset = row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
         else:
-            return "unrecognized row: expected LLMBar {input, output_1, output_2, label} or RewardBench {prompt, chosen, rejected}"
+            return ("unrecognized row: expected LLMBar {input, output_1, output_2, label}, RewardBench {prompt, chosen, "
+                    "rejected} or MT-Bench human {conversation_a, conversation_b, winner, turn}")
         vals = []
         for k in keys:
-            v = get_field(row, k)
-            # Answers are kept verbatim (whitespace can be what a judge must notice); only checked.
-            if v is _MISSING or v is None:
-                return f"missing field {k!r}"
-            if not isinstance(v, str):
-                return f"field {k!r} is not a string (got {type(v).__name__})"
-            if not v.strip():
-                return f"field {k!r} is empty"
+            v, err = _text(row, k, strip=False)  # kept verbatim, only checked
+            if err:
+                return err
             vals.append(v)
+        if vals[1].strip() == vals[2].strip():
+            return SAME_ANSWERS
         rid = row.get("id")
         return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
                 "instruction": vals[0], "chosen": vals[1], "rejected": vals[2], "subset": subset}
@@ -366,10 +455,14 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
 
 # ---------------------------------------------------------------------------- stage records
 
-def write_records(path: PathLike, records: list[dict]) -> None:
+def write_records(path: PathLike, records: list[dict], schema=None) -> None:
     """Write dicts as parquet. Columns are the union of all records' keys (first-seen order):
     a key missing from a record reads back as None (``from_pylist`` would use row 0's only).
-    Nested dicts become structs whose keys are unioned the same way."""
+    Nested dicts become structs whose keys are unioned the same way.
+
+    ``schema`` (a stage's ``rows.arrow_schema``): its columns come first, in its types (absent ones
+    as nulls), then any others as inferred. No rows: a file with the schema and no row group, which
+    ``datasets.load_dataset("parquet", ...)`` loads as an empty split with its columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -382,8 +475,53 @@ def write_records(path: PathLike, records: list[dict]) -> None:
             cols[n] = pa.array([r.get(n) for r in records])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ValueError(f"write_records({path}): column {n!r} has values of incompatible types: {e}") from e
+    table = pa.table(cols) if cols else pa.table({})
+    if schema is not None:
+        table = _conform(table, schema, path)
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table(cols) if cols else pa.table({}), tmp)
+        if table.num_rows == 0:
+            pq.ParquetWriter(tmp, table.schema).close()  # schema only: a 0-row row group breaks readers
+        else:
+            pq.write_table(table, tmp)
+
+
+def _widen(declared, inferred):
+    """``declared`` plus the struct fields only ``inferred`` has (Arrow's struct cast drops fields the
+    target lacks: a row's undeclared key would be lost)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(declared) and pa.types.is_struct(inferred):
+        have = {f.name: f for f in inferred}
+        fields = [pa.field(f.name, _widen(f.type, have[f.name].type) if f.name in have else f.type) for f in declared]
+        fields += [f for f in inferred if f.name not in declared.names]
+        return pa.struct(fields)
+    if pa.types.is_list(declared) and pa.types.is_list(inferred):
+        return pa.list_(_widen(declared.value_type, inferred.value_type))
+    return declared
+
+
+def _conform(table, schema, path: PathLike):
+    """``table`` in ``schema``'s columns and types first; a value that does not fit its declared type
+    keeps the inferred one (logged), never lost."""
+    import pyarrow as pa
+
+    cols, fields = [], []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table[f.name]
+            try:
+                col = col.cast(_widen(f.type, col.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+                log.warning("%s: column %r is %s, not its declared %s (%s)", path, f.name, col.type, f.type, e)
+        else:
+            col = pa.nulls(table.num_rows, f.type)
+        cols.append(col)
+        fields.append(pa.field(f.name, col.type))
+    for name in table.column_names:
+        if name not in schema.names:
+            cols.append(table[name])
+            fields.append(pa.field(name, table[name].type))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
 def read_records(path: PathLike, columns: Optional[list[str]] = None) -> list[dict]:

@@ -7,7 +7,17 @@ sampling, constrained flag and the stage's own prompt/completion token counts.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, TypedDict
+from typing import Any, Optional, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+
+class SamplingParams(TypedDict):
+    """``engines.Sampling`` as stored (``stages.base.sampling_dict``)."""
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: list[str]
+    frequency_penalty: float
 
 
 class Provenance(TypedDict):
@@ -17,9 +27,14 @@ class Provenance(TypedDict):
     engine: str
     template: str  # "<name>@<hash>"
     constrained: bool
-    sampling: dict[str, Any]
+    sampling: SamplingParams
     prompt_tokens: int
     completion_tokens: int
+
+
+class Message(TypedDict):
+    role: str  # system | user | assistant
+    content: str
 
 
 class Instruction(TypedDict):
@@ -103,7 +118,7 @@ class Judged(TypedDict, total=False):
 
 class SftRow(TypedDict):
     """``sft_data``: the conversational rows TRL's SFTTrainer reads (loss on the assistant turn)."""
-    messages: list[dict[str, str]]  # system, user (the judge prompt), assistant (the kept judgment)
+    messages: list[Message]  # system, user (the judge prompt), assistant (the kept judgment)
     example_id: str
     pair_id: str
     order: str
@@ -152,6 +167,33 @@ class Evaluated(TypedDict, total=False):
     status: str
 
 
+class ResponsePair(TypedDict):
+    """``selftaught judge`` input: a pair of responses to one instruction (``io.iter_response_pairs``)."""
+    id: str
+    instruction: str
+    response_a: str
+    response_b: str
+    reference: Optional[str]
+    source: str
+
+
+class Verdict(ResponsePair, total=False):
+    """``verdicts``: the judge's decision on one pair, from both orders (``stages.verdicts``)."""
+    winner: str  # "response_a" | "response_b" | "tie"
+    decided_by: str  # "agreement" | "logprob" | "majority" | "tie"
+    agree: bool  # both orders parsed and preferred the same response
+    verdict_AB: Optional[str]  # "A" | "B" | None (unparsed); response_a is A in AB, B in BA
+    verdict_BA: Optional[str]
+    judgment_AB: str
+    judgment_BA: str
+    margin_AB: Optional[float]  # log p(A) - log p(B) of the verdict token (constrained decoding)
+    margin_BA: Optional[float]
+    votes_a: Optional[int]  # judge_file.majority_k > 1: votes over both orders
+    votes_b: Optional[int]
+    verdict_meta: Provenance
+    status: str
+
+
 # A line of a stage's ``manifest.jsonl``: one committed shard (``shards.process_shard``). "in" counts
 # input rows (the judge makes 2 rows per input, eval 2 per mode), "out" kept rows, "failed" dropped
 # ones (by reason in "failures"); "stats": the stage's additive counters (``StageSpec.shard_stats``);
@@ -161,3 +203,31 @@ ShardEntry = TypedDict("ShardEntry", {
     "shard": int, "in": int, "out": int, "failed": int, "failures": dict[str, int], "prompt_tokens": int,
     "completion_tokens": int, "seconds": float, "stats": dict[str, Any], "examples": list[list[str]], "commit": str,
 })
+
+
+def arrow_type(t: Any):
+    """The Arrow type of a row field's annotation; None where it does not fix one (``Any``, a free dict)."""
+    import pyarrow as pa
+
+    scalars = {str: pa.string(), bool: pa.bool_(), int: pa.int64(), float: pa.float64()}
+    if t in scalars:
+        return scalars[t]
+    if get_origin(t) is Union:
+        inner = [a for a in get_args(t) if a is not type(None)]
+        return arrow_type(inner[0]) if len(inner) == 1 else None
+    if get_origin(t) is list:
+        item = arrow_type(get_args(t)[0])
+        return pa.list_(item) if item is not None else None
+    if is_typeddict(t):
+        fields = [(k, arrow_type(v)) for k, v in get_type_hints(t).items()]
+        return pa.struct([(k, v) for k, v in fields if v is not None])
+    return None
+
+
+def arrow_schema(row_type: type):
+    """The parquet schema of a row type: every shard of a stage is written in it, so the shards of a stage
+    agree (an all-null column in one shard keeps its type) and a shard with no rows keeps its columns."""
+    import pyarrow as pa
+
+    return pa.schema([(k, t) for k, t in ((k, arrow_type(v)) for k, v in get_type_hints(row_type).items())
+                      if t is not None])

@@ -75,7 +75,7 @@ def process_shard(spec: StageSpec, stage_dir: str, i: int, input_path: str, engi
         if on_batch is not None:
             on_batch(len(chunk))
     entry, ok, bad = entry_for(spec, stage_cfg, i, len(records), out, time.perf_counter() - t0)
-    StageDir(Path(stage_dir)).write_shard(i, ok, bad)
+    StageDir(Path(stage_dir)).write_shard(i, ok, bad, spec.row_type)
     return entry
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from selftaught import atomic
 from selftaught.io import read_jsonl, read_records, write_jsonl, write_records
+from selftaught.rows import arrow_schema
 
 log = logging.getLogger("selftaught.store")
 
@@ -91,10 +92,11 @@ class StageDir:
                     p.unlink()  # written by a shard that was in flight when the run died
         return committed
 
-    def write_shard(self, i: int, rows: list[dict], failures: list[dict]) -> None:
-        """Both files of shard ``i``, each durably (safe to call from a worker on another node)."""
+    def write_shard(self, i: int, rows: list[dict], failures: list[dict], row_type: Optional[type] = None) -> None:
+        """Both files of shard ``i``, each durably (safe to call from a worker on another node); the data
+        in the schema of ``row_type`` (``rows.arrow_schema``) when given."""
         data, fails = self.shard_files(i)
-        write_records(data, rows)
+        write_records(data, rows, arrow_schema(row_type) if row_type is not None else None)
         write_jsonl(fails, failures)
 
     def commit(self, entry: dict) -> None:

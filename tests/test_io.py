@@ -277,6 +277,58 @@ def test_pairwise_rewardbench_and_rejects(tmp_path):
         (3, "field 'label' must be 1 or 2"), (4, "field 'chosen' is empty"), (5, "unrecognized row: expected LLMBar {input")]
 
 
+def _conv(q1, a1, q2=None, a2=None):
+    conv = [{"role": "user", "content": q1}, {"role": "assistant", "content": a1}]
+    if q2 is not None:
+        conv += [{"role": "user", "content": q2}, {"role": "assistant", "content": a2}]
+    return conv
+
+
+def test_mt_bench_human_votes(tmp_path):
+    """Hand-written rows in the layout of lmsys/mt_bench_human_judgments (human split)."""
+    base = {"question_id": 81, "model_a": "gpt-4", "model_b": "llama-13b", "judge": "author_2"}
+    rows_in = [
+        {**base, "winner": "model_a", "turn": 1, "conversation_a": _conv("Write a haiku.", "Leaves fall..."),
+         "conversation_b": _conv("Write a haiku.", "A haiku is a poem.")},
+        {**base, "winner": "model_b", "turn": 2,
+         "conversation_a": _conv("Plan a trip.", "Day 1: Rome.", "Make it shorter.", "Rome, then Paris, then more."),
+         "conversation_b": _conv("Plan a trip.", "Go to Rome.", "Make it shorter.", "Rome.")},
+        {**base, "judge": "author_3", "winner": "tie", "turn": 1, "conversation_a": _conv("q", "x"),
+         "conversation_b": _conv("q", "y")},
+        {**base, "judge": "author_4", "winner": "tie (bothbad)", "turn": 1, "conversation_a": _conv("q", "x"),
+         "conversation_b": _conv("q", "y")},
+        {**base, "judge": "author_5", "winner": "model_a", "turn": 2, "conversation_a": _conv("q", "x"),
+         "conversation_b": _conv("q", "y")},  # no second turn in the conversation
+        {**base, "judge": "author_6", "winner": "model_a", "turn": 1, "conversation_a": _conv("q", "same"),
+         "conversation_b": _conv("q", "same ")},
+    ]
+    f = tmp_path / "mt_bench_human.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows_in))
+    rows, rejects = load_pairwise_eval(str(f))
+    assert [(r["id"], r["subset"]) for r in rows] == [("81-gpt-4-llama-13b-author_2-t1", "turn1"),
+                                                       ("81-gpt-4-llama-13b-author_2-t2", "turn2")]
+    assert (rows[0]["instruction"], rows[0]["chosen"], rows[0]["rejected"]) == (
+        "Write a haiku.", "Leaves fall...", "A haiku is a poem.")
+    # turn 2: the whole conversation; the winner is model_b
+    assert rows[1]["instruction"] == "Plan a trip.\n\n[Follow-up question]\nMake it shorter."
+    assert rows[1]["chosen"] == "[First answer]\nGo to Rome.\n\n[Answer to the follow-up]\nRome."
+    assert rows[1]["rejected"].endswith("Rome, then Paris, then more.")
+    assert [(r.line, r.reason) for r in rejects] == [
+        (3, "tie vote (excluded from accuracy)"), (4, "tie vote (excluded from accuracy)"),
+        (5, "field 'conversation_a' must hold 4 messages for turn 2"), (6, "the two responses are identical")]
+
+
+def test_identical_answers_are_rejected_in_every_format(tmp_path):
+    f = tmp_path / "same.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "p", "chosen": "same", "rejected": "same"},
+        {"input": "i", "output_1": "a", "output_2": " a", "label": "1"},
+        {"prompt": "p", "chosen": "good", "rejected": "bad"},
+    ]))
+    rows, rejects = load_pairwise_eval(str(f))
+    assert len(rows) == 1 and [r.reason for r in rejects] == ["the two responses are identical"] * 2
+
+
 # ---------------------------------------------------------------------------- record files
 
 RECORDS = [

@@ -2,6 +2,7 @@
 import json
 
 from selftaught.config import JudgeConfig, SelectConfig, config_hash
+from selftaught.io import read_records
 from selftaught.store import MARKER, RoundStore
 
 
@@ -124,3 +125,53 @@ def test_balance_by_thresholds_equals_in_memory_balance():
         keys[r["gold"]].append(balance_key(3, r["example_id"]))
     t = balance_thresholds(keys)  # what the driver decides from shard columns alone
     assert [balanced_in(r, 3, t) for r in rows] == [r["status"] == "ok" for r in out]
+
+
+def _sft_row(i: int, kept_source=None) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "[[A]]"}],
+            "example_id": f"p{i}/AB", "pair_id": f"p{i}", "order": "AB", "verdict": "A", "kept_source": kept_source,
+            "category": None, "template": "t@1", "status": "ok",
+            "judge_meta": {"stage": "judge", "round": 1, "model": "m", "engine": "hf", "template": "t@1",
+                           "constrained": True, "prompt_tokens": 5, "completion_tokens": 2,
+                           "sampling": {"n": 1, "temperature": 0.7, "top_p": 1.0, "max_tokens": 8, "stop": [],
+                                        "frequency_penalty": 0.0}}}
+
+
+def test_stage_shards_share_one_schema_and_load_with_datasets(tmp_path):
+    """Shards in the row type's schema: a zero-row stage loads (empty, its columns kept); a shard with no
+    rows, or with a column all null, does not break loading the others; undeclared keys are kept."""
+    import datasets
+
+    from selftaught.rows import SftRow, arrow_schema
+    from selftaught.store import StageDir
+
+    datasets.disable_progress_bars()
+    empty = StageDir(tmp_path / "empty")
+    empty.write_shard(0, [], [], SftRow)
+    # datasets 5.2 builds no split from zero rows ("corresponds to no data") whatever the file holds;
+    # streamed, the file gives its columns and no row (pyarrow reads it as an empty table).
+    ds = datasets.load_dataset("parquet", data_dir=str(empty.data_dir), split="train", streaming=True)
+    assert list(ds.features) == arrow_schema(SftRow).names and list(ds) == []
+    assert read_records(empty.data_dir) == []
+
+    mixed = StageDir(tmp_path / "mixed")
+    mixed.write_shard(0, [], [], SftRow)  # first, so its schema is the one datasets reads
+    mixed.write_shard(1, [_sft_row(1)], [], SftRow)  # kept_source all null here
+    mixed.write_shard(2, [_sft_row(2, "mirror")], [], SftRow)
+    ds = datasets.load_dataset("parquet", data_dir=str(mixed.data_dir), split="train")
+    assert ds.num_rows == 2 and ds["kept_source"] == [None, "mirror"]
+    assert ds[0]["messages"][1] == {"role": "assistant", "content": "[[A]]"}
+    assert read_records(mixed.data_dir)[0]["judge_meta"]["sampling"]["stop"] == []
+
+
+def test_keys_outside_the_row_type_are_kept(tmp_path):
+    from selftaught.rows import SftRow
+    from selftaught.store import StageDir
+
+    row = {**_sft_row(2, "mirror"), "undeclared": 3}
+    row["judge_meta"] = {**row["judge_meta"], "also_undeclared": "x"}
+    sd = StageDir(tmp_path / "x")
+    sd.write_shard(0, [row], [], SftRow)
+    (back,) = read_records(sd.data_dir)
+    assert back["undeclared"] == 3 and back["judge_meta"]["also_undeclared"] == "x"
+    assert back["judge_meta"]["sampling"]["temperature"] == 0.7

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import pytest
 import torch
@@ -81,8 +82,19 @@ def check_trained(model_path: str, base: str, metrics: dict, strategy: str, work
     changed = [k for k in shared if not torch.equal(new[k], old[k])]
     assert len(changed) >= len(shared) // 2, f"only {len(changed)}/{len(shared)} tensors changed"
 
+    # Shareable: tied embeddings stored once, every file readable as the umask allows (not 0600).
+    with open(os.path.join(model_path, "config.json")) as f:
+        tied = json.load(f).get("tie_word_embeddings")
+    assert tied and "lm_head.weight" not in new
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {f: stat.S_IMODE(os.stat(os.path.join(model_path, f)).st_mode) for f in os.listdir(model_path)
+             if os.path.isfile(os.path.join(model_path, f))}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
     model = AutoModelForCausalLM.from_pretrained(model_path)
     assert model.dtype == torch.float32
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # re-tied on load
     tok = AutoTokenizer.from_pretrained(model_path)
     ids = tok.apply_chat_template([{"role": "user", "content": "Which answer is better?"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
@@ -101,7 +113,7 @@ def check_trained(model_path: str, base: str, metrics: dict, strategy: str, work
 
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
 def test_deepspeed_two_workers(strategy, ray_local, sft_path, tiny_model_path, tmp_path):
-    from selftaught.distributed.training import train_with_ray
+    from selftaught.training.launch import train_with_ray
 
     out = tmp_path / "model"
     out.mkdir()
@@ -114,7 +126,7 @@ def test_deepspeed_two_workers(strategy, ray_local, sft_path, tiny_model_path, t
 
 
 def test_plain_lora_merged(ray_local, sft_path, tiny_model_path, tmp_path):
-    from selftaught.distributed.training import train_with_ray
+    from selftaught.training.launch import train_with_ray
 
     lora = LoraConfig(enabled=True, r=8, alpha=16, dropout=0.0)
     res = train_with_ray(sft_path, tiny_model_path, str(tmp_path / "model"), train_cfg("plain", 1, lora=lora, lr=5e-3), RAY)
@@ -133,7 +145,8 @@ def test_completion_only_labels(sft_path, tiny_model_path, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     from selftaught.io import read_records
-    from selftaught.stages.train import sft_config_kwargs, sft_dataset
+    from selftaught.training.args import sft_config_kwargs
+    from selftaught.training.data import sft_dataset
 
     rows = read_records(sft_path)
     ds = sft_dataset(rows)
@@ -162,7 +175,7 @@ def test_completion_only_labels(sft_path, tiny_model_path, tmp_path):
 
 
 def test_config_errors(ray_local, sft_path, tiny_model_path, tmp_path):
-    from selftaught.distributed.training import check_train_resources, train_with_ray
+    from selftaught.training.launch import check_train_resources, train_with_ray
 
     with pytest.raises(ConfigError, match="train.global_batch_size"):
         train_cfg("zero2", 2, global_batch_size=6)  # 1 x 2 x 2 = 4
@@ -178,7 +191,7 @@ def test_config_errors(ray_local, sft_path, tiny_model_path, tmp_path):
 
 
 def test_worker_error_is_raised(ray_local, tmp_path, tiny_model_path):
-    from selftaught.distributed.training import train_with_ray
+    from selftaught.training.launch import train_with_ray
 
     bad = tmp_path / "bad.parquet"
     write_records(bad, [{"messages": [{"role": "user", "content": "no judgment here"}, {"role": "user", "content": "x"}]}])

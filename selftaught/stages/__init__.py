@@ -1,0 +1,14 @@
+"""The stages, each declared once in its own module (``SPEC``, a ``base.StageSpec``).
+
+``PIPELINE`` is the order the driver runs them in each round (``driver.Run.pipeline``); a stage's
+input is the output of the one before it. ``eval`` runs apart, once per judge (round 0: the seed),
+and training (``selftaught.training``) between ``sft_data`` and ``eval``; ``verdicts`` runs alone
+(``selftaught judge``).
+"""
+from selftaught.stages import categorize, evaluate, judge, load, pairs, select, sft_data, verdicts
+
+PIPELINE = (load.SPEC, categorize.SPEC, select.SPEC, pairs.SPEC, judge.SPEC, sft_data.SPEC)
+EVAL = evaluate.SPEC
+VERDICTS = verdicts.SPEC  # ``selftaught judge``: a file of pairs, decided by a judge
+
+__all__ = ["PIPELINE", "EVAL", "VERDICTS"]

@@ -6,10 +6,16 @@ actor (see ``selftaught.distributed``), which is why it holds no Ray code.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from selftaught.engines import Engine, GenRequest, Sampling
+
+if TYPE_CHECKING:
+    from selftaught.config import RunConfig
+    from selftaught.store import StageDir
 
 OK = "ok"
 TOO_LONG = "prompt too long for model context"
@@ -35,26 +41,74 @@ def _row_id(r: dict) -> str:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """What a stage's hooks see of the run besides the run config."""
+
+    round: int
+    dir: Optional["StageDir"] = None  # the stage before it: its shards are this stage's input
+    summary: dict = field(default_factory=dict)  # that stage's summary
+    # A stage's folders in rounds 1 .. round-1 (``select`` with generator.fresh_instructions).
+    earlier: Callable[[str], list["StageDir"]] = lambda name: []
+
+
+def _none(*_: Any) -> Any:
+    return None
+
+
+def _no_templates(_: Any) -> tuple[str, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """A stage, declared once in its own module (``SPEC``); the driver and the shard runner read it.
 
-    Lifecycle: the driver hashes the stage's inputs (see ``driver``) and, unless its marker holds that
-    hash, hands each uncommitted input shard to ``process`` on an engine of kind ``engine`` (or none:
-    it then runs in the driver), commits each output shard with ``shard_stats`` of its rows, and
-    writes the summary: the merged stats through ``summarize``, plus counts and tokens.
+    Lifecycle (``driver.Run._stage``): ``config`` gives the object the stage runs with. The stage's
+    hash chains the upstream hash, its name, that object, its templates' ids, ``hash_extra`` and,
+    for an engine stage, the model's id, decoding constraints, context and seed. Unless the stage's
+    marker holds that hash, each uncommitted input shard (the upstream's, or ``inputs``) goes to
+    ``process`` on an engine of kind ``engine``; a stage without ``process`` is written by the driver
+    from ``items``. Each output shard is committed with ``shard_stats`` of its rows; after the last,
+    ``finalize`` adds whole-stage fields and the summary is the merged stats through ``summarize``,
+    plus counts and tokens. Adding a stage is one module with its ``SPEC``, listed in
+    ``stages.PIPELINE``, plus its prompt templates.
     """
 
     name: str
-    process: Optional[Process]  # None: the driver writes the stage (load, select: whole-input decisions)
+    process: Optional[Process]  # None: the driver writes the stage from ``items`` (whole-input decisions)
     row_type: Optional[type] = None  # the ``rows`` TypedDict of its output rows
     engine: Optional[str] = None  # "judge" (the round's judge model) | "generator" | None
-    rows_per_input: Optional[int] = 1  # output rows per input row (the judge: one per order); None: a filter
+    # Output rows per input row (the judge: one per order), or a function of the stage's config; None: a filter.
+    rows_per_input: Union[int, Callable[[Any], int], None] = 1
     meta_fields: tuple[str, ...] = ()  # provenance fields with this stage's own token counts
     # Additive counters over one shard's rows (kept and failed); ``shards.merge_stats`` adds them up.
     shard_stats: Optional[Callable[[list[dict], Any], dict]] = None
     # The merged counters -> the summary's extra fields (rates, intervals).
     summarize: Optional[Callable[[dict, Any], dict]] = None
     row_id: Callable[[dict], str] = _row_id
+    # Where its folder is: "run" (once, under data/), "fresh" (once, or per round with
+    # generator.fresh_instructions) or "round" (round_<k>/).
+    scope: str = "round"
+    # (run config, upstream) -> what ``process`` / ``items`` get as their config; hashed. Also called
+    # once before the run with an empty ``Upstream`` (to load its templates), so it must allow one.
+    config: Callable[["RunConfig", Upstream], Any] = _none
+    # Its config -> the prompt templates it renders: their ids are hashed; all load before any engine starts.
+    templates: Callable[[Any], tuple[str, ...]] = _no_templates
+    # Run config -> more of the hash: fingerprints of the files it reads.
+    hash_extra: Callable[["RunConfig"], Any] = _none
+    # A driver-written stage: (config, upstream) -> its rows, and failures by ``status``, in a fixed order.
+    items: Optional[Callable[[Any, Upstream], Iterable[dict]]] = None
+    # Its summary's "in" when not (rows per input x input rows): a filter's candidates.
+    count_in: Optional[Callable[[Any, Upstream], int]] = None
+    # (config, its folder, shard size) -> its own input shards, instead of the upstream's (eval sets).
+    inputs: Optional[Callable[[Any, "StageDir", int], list[Path]]] = None
+    # (its folder, config, context) -> whole-stage summary fields, once every shard is committed.
+    finalize: Optional[Callable[["StageDir", Any, StageContext], dict]] = None
+    # Its config -> the progress bar's detail.
+    describe: Optional[Callable[[Any], str]] = None
+
+    def per_input(self, stage_cfg: Any) -> Optional[int]:
+        return self.rows_per_input(stage_cfg) if callable(self.rows_per_input) else self.rows_per_input
 
 
 def sampling_dict(s: Sampling) -> dict:

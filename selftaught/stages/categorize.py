@@ -134,4 +134,5 @@ def summarize(st: dict, cfg: CategorizeConfig) -> dict:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Categorized, process=process, engine="generator", meta_fields=("categorize_meta",),
-                 shard_stats=shard_stats, summarize=summarize)
+                 shard_stats=shard_stats, summarize=summarize, scope="run",
+                 config=lambda cfg, up: cfg.categorize, templates=lambda c: (c.template,))

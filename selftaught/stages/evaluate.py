@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import replace
+from pathlib import Path
 from typing import Optional
 
-from selftaught.config import EvalConfig
+from selftaught import eval_data, io
+from selftaught.config import EvalConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
@@ -30,6 +32,7 @@ from selftaught.rows import Evaluated
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
 from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
+from selftaught.store import StageDir
 
 STAGE = "eval"
 
@@ -182,7 +185,35 @@ def format_metrics(m: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-# The metrics need every (pair, order) of a set together (bootstrap over pairs): the driver computes
-# them from the stage's rows once its shards are committed; eval sets are bounded, unlike the data.
-SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", rows_per_input=None, meta_fields=("eval_meta",),
-                 row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}")
+REJECTED = "rejected.jsonl"  # eval rows that could not be read (file:line, reason), beside the stage's shards
+
+
+def inputs(cfg: EvalConfig, sd: StageDir, shard_size: int) -> list[Path]:
+    """The eval pairs as the stage's input shards (rewritten each time: the same rows, cut the same way)."""
+    pairs_, rejects = eval_data.load_eval_sets(cfg)
+    paths = []
+    for j in range(0, len(pairs_), shard_size):
+        paths.append(sd.root / "input" / f"part-{j // shard_size:05d}.parquet")
+        io.write_records(paths[-1], pairs_[j: j + shard_size])
+    io.write_jsonl(sd.root / REJECTED, rejects)
+    return paths
+
+
+def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
+    """The metrics need every (pair, order) of a set together (bootstrap over pairs), so they come from
+    the stage's rows once its shards are committed; eval sets are bounded, unlike the data."""
+    m = metrics(sd.rows() + sd.failures())
+    rejected = Counter(r["reason"] for r in io.read_jsonl(sd.root / REJECTED))
+    print(f"\neval, round {ctx.round} ({ctx.model_path}):\n{format_metrics(m)}", flush=True)
+    if rejected:  # MT-Bench tie votes land here, counted, never in an accuracy
+        print(f"not judged: {dict(rejected.most_common())}", flush=True)
+    return {"model": ctx.model_path, "metrics": m, "rejected_lines": sum(rejected.values()),
+            "rejected_by_reason": dict(rejected.most_common())}
+
+
+SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),
+                 rows_per_input=lambda c: len(ORDERS) * len(c.modes),
+                 row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
+                 config=lambda cfg, up: eval_config(cfg), templates=lambda c: (c.template,),
+                 hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
+                 describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from selftaught import swap
+from selftaught import io, swap
 from selftaught.config import JudgeConfig
 from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
@@ -417,6 +417,28 @@ def kept_stats(kept: list[dict]) -> dict:
             "kept_mirror": sum(r["kept_source"] == MIRROR for r in kept)}
 
 
+def finalize(sd, cfg: JudgeConfig, ctx: StageContext) -> dict:
+    """The A/B balance of the kept rows, decided from three columns of every shard: the per-verdict
+    thresholds (``sft_data`` applies them row by row) and what the SFT set will hold."""
+    keys: dict[str, list[int]] = {"A": [], "B": []}
+    mirror: dict[str, list[bool]] = {"A": [], "B": []}
+    for f in sd.data_files():
+        for r in io.read_records(f, ["example_id", "gold", "kept_source"]):
+            keys[r["gold"]].append(balance_key(ctx.seed, r["example_id"]))
+            mirror[r["gold"]].append(r["kept_source"] == MIRROR)
+    t = (balance_thresholds(keys) if cfg.balance
+         else {v: (max(keys[v]) if keys[v] else None) for v in ("A", "B")})
+    kept = {v: np.asarray(keys[v], dtype=np.uint64) <= np.uint64(t[v]) if t[v] is not None
+            else np.zeros(len(keys[v]), dtype=bool) for v in ("A", "B")}
+    n_mirror = sum(int((kept[v] & np.asarray(mirror[v], dtype=bool)).sum()) for v in ("A", "B"))
+    n_kept = int(kept["A"].sum() + kept["B"].sum())
+    return {"balance": t, "correct_A": len(keys["A"]), "correct_B": len(keys["B"]),
+            "kept_A": int(kept["A"].sum()), "kept_B": int(kept["B"].sum()),
+            "kept_sampled": n_kept - n_mirror, "kept_mirror": n_mirror}
+
+
 SPEC = StageSpec(name=STAGE, row_type=Judged, process=process,
                  engine="judge", rows_per_input=len(ORDERS), meta_fields=("judge_meta",),
-                 shard_stats=shard_stats, summarize=summarize)
+                 shard_stats=shard_stats, summarize=summarize, finalize=finalize,
+                 config=lambda cfg, up: cfg.judge, templates=lambda c: (c.template,),
+                 describe=lambda c: f"n={c.n}, {len(ORDERS)} orders")

@@ -6,6 +6,7 @@ that gives no row raises ``io.DataError`` (the driver checks this before any eng
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from selftaught import io
@@ -25,4 +26,24 @@ def items(cfg: DataConfig) -> Iterator[dict]:
             yield x
 
 
-SPEC = StageSpec(name=STAGE, row_type=Instruction, process=None, rows_per_input=1)
+def data_paths(cfg: DataConfig) -> list[str]:
+    """Every instruction file, resolved (a missing one raises, naming its key)."""
+    return [io.resolve_data_path(cfg.path)] + [io.resolve_data_path(s.path, f"data.also.{i}.path")
+                                               for i, s in enumerate(cfg.also)]
+
+
+def fingerprint(cfg: DataConfig) -> list[dict]:
+    """What identifies the data in the stage hash: each file's size (and mtime, unless shipped)."""
+    out = []
+    for spec, path in zip([cfg.path] + [s.path for s in cfg.also], data_paths(cfg)):
+        if spec.startswith("builtin:"):
+            out.append({"builtin": spec, "size": os.path.getsize(path)})
+        else:
+            st = os.stat(path)
+            out.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+SPEC = StageSpec(name=STAGE, row_type=Instruction, process=None, rows_per_input=1, scope="run",
+                 config=lambda cfg, up: cfg.data, hash_extra=lambda cfg: fingerprint(cfg.data),
+                 items=lambda c, up: items(c))

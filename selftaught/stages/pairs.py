@@ -213,4 +213,5 @@ def summarize(st: dict, cfg: PairsConfig) -> dict:
 
 SPEC = StageSpec(name=STAGE, row_type=Pair, process=process,
                  engine="generator", meta_fields=("chosen_meta", "rejected_meta"), shard_stats=shard_stats,
-                 summarize=summarize)
+                 summarize=summarize, scope="fresh", config=lambda cfg, up: cfg.pairs,
+                 templates=lambda c: (c.answer_template, c.modify_template, c.instruction_template))

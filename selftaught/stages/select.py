@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from selftaught.config import SelectConfig
+from selftaught import io
+from selftaught.config import RunConfig, SelectConfig
 from selftaught.rows import Categorized
-from selftaught.stages.base import StageSpec
+from selftaught.stages.base import StageSpec, Upstream
 
 STAGE = "select"
 # The columns ``select`` decides on: the driver reads only these from every categorize shard,
@@ -60,6 +63,28 @@ def category_counts(records: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-SPEC = StageSpec(name=STAGE, row_type=Categorized, process=None, rows_per_input=None,
-                 shard_stats=lambda rows, cfg: {"categories": category_counts(rows)},
-                 summarize=lambda st, cfg: {"categories": dict(sorted((st.get("categories") or {}).items()))})
+@dataclass(frozen=True)
+class Selection:
+    select: SelectConfig
+    exclude: tuple[str, ...] = ()  # ids earlier rounds used (generator.fresh_instructions), sorted
+
+
+def selection(cfg: RunConfig, up: Upstream) -> Selection:
+    if not cfg.generator.fresh_instructions:
+        return Selection(cfg.select)
+    used = {r["id"] for sd in up.earlier(STAGE) for r in sd.rows(["id"])}
+    return Selection(cfg.select, tuple(sorted(used)))
+
+
+def items(c: Selection, up: Upstream) -> Iterator[dict]:
+    """Decide on the few columns ``select`` needs, then stream the upstream shards for the chosen rows."""
+    exclude = set(c.exclude)
+    chosen = {r["id"] for r in select([r for r in up.dir.rows(COLUMNS) if r["id"] not in exclude], c.select)}
+    for f in up.dir.data_files():
+        yield from (r for r in io.read_records(f) if r["id"] in chosen)
+
+
+SPEC = StageSpec(name=STAGE, row_type=Categorized, process=None, rows_per_input=None, scope="fresh",
+                 config=selection, items=items, count_in=lambda c, up: up.summary["out"] - len(c.exclude),
+                 shard_stats=lambda rows, c: {"categories": category_counts(rows)},
+                 summarize=lambda st, c: {"categories": dict(sorted((st.get("categories") or {}).items()))})

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from selftaught.config import JudgeConfig
+from selftaught.config import JudgeConfig, RunConfig
 from selftaught.prompts import load_template
 from selftaught.rows import SftRow
-from selftaught.stages.base import OK, StageSpec
+from selftaught.stages.base import OK, StageSpec, Upstream
 from selftaught.stages.judge import BALANCED_OUT, MIRROR, SAMPLED, JudgeItem, balanced_in, judge_messages
 
 STAGE = "sft_data"
@@ -69,5 +69,10 @@ def shard_stats(rows: list[dict], cfg: SftBuild) -> dict:
             "kept_mirror": sum(r["kept_source"] == MIRROR for r in ok)}
 
 
+def sft_build(cfg: RunConfig, up: Upstream) -> SftBuild:
+    """The judge stage's A/B thresholds (its summary), unless judge.balance=false."""
+    return SftBuild(cfg.judge, cfg.seed, up.summary.get("balance") if cfg.judge.balance else None)
+
+
 SPEC = StageSpec(name=STAGE, row_type=SftRow, process=process, engine=None, shard_stats=shard_stats,
-                 summarize=lambda st, cfg: dict(st))
+                 summarize=lambda st, c: dict(st), config=sft_build, templates=lambda c: (c.judge.template,))

@@ -1,123 +1,26 @@
-"""The SFT step of a round: fine-tune the judge on its own correct judgments (TRL SFTTrainer).
-
-Pure training logic, no Ray: ``train_worker`` is the per-process loop that Ray Train runs on every
-worker (``selftaught.distributed.training``), and it also runs directly in one process with no
+"""One training process: ``train_worker`` = ``load`` → ``fit`` → ``save``, the loop Ray Train runs on
+every worker (``selftaught.training.launch``). No Ray code: it also runs directly in one process with no
 distributed environment (it then sets up a world of size 1 itself).
-
-Loss is on the judgment only: SFT rows (``messages`` = system, user, assistant) become TRL's
-conversational prompt-completion format, so the prompt is masked whatever the chat template
-(SmolLM2's ChatML has no ``{% generation %}`` tags, so ``assistant_only_loss`` cannot be used).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
 import socket
 import time
-from typing import Any, Optional
 
 from selftaught import atomic
-from selftaught.config import LoraConfig, TrainConfig, load_deepspeed
+from selftaught.config import TrainConfig, load_deepspeed
+from selftaught.training.args import on_gpu, peft_config, sft_config_kwargs, train_config, use_bf16
+from selftaught.training.data import sft_dataset
+from selftaught.training.export import retie_embeddings, share_permissions
 
 log = logging.getLogger("selftaught.train")
 
 METRICS_FILE = "train_metrics.json"
 ADAPTER_DIR = "lora_adapter"  # LoRA runs: the adapter, next to the merged full model
-
-
-def sft_dataset(rows: list[dict]):
-    """SFT rows (``messages``: ..., assistant last) -> a ``datasets.Dataset`` of prompt/completion.
-
-    Only ``prompt`` and ``completion`` are kept (metadata columns such as nested ``judge_meta`` do not
-    go through the trainer).
-    """
-    from datasets import Dataset
-
-    prompts, completions = [], []
-    for i, r in enumerate(rows):
-        msgs = r.get("messages")
-        if not isinstance(msgs, (list, tuple)) or len(msgs) < 2:
-            raise ValueError(f"SFT row {i}: 'messages' must be a list of >= 2 turns, got {type(msgs).__name__}")
-        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
-        if msgs[-1]["role"] != "assistant":
-            raise ValueError(f"SFT row {i}: the last message must be the assistant's judgment, got role {msgs[-1]['role']!r}")
-        prompts.append(msgs[:-1])
-        completions.append(msgs[-1:])
-    return Dataset.from_dict({"prompt": prompts, "completion": completions})
-
-
-def on_gpu(cfg: TrainConfig) -> bool:
-    import torch
-
-    if not cfg.use_gpu:
-        return False
-    if not torch.cuda.is_available():
-        raise RuntimeError("train.use_gpu=true but CUDA is not available in this worker process")
-    return True
-
-
-def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
-    """bf16 on GPU unless ``train.bf16=false``; always float32 on CPU."""
-    if not gpu:
-        return False
-    return True if cfg.bf16 is None else bool(cfg.bf16)
-
-
-def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
-    """Keyword arguments of ``trl.SFTConfig`` for this TrainConfig."""
-    bf16 = use_bf16(cfg, gpu)
-    kw: dict[str, Any] = dict(
-        output_dir=out_dir,
-        learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        num_train_epochs=cfg.epochs if cfg.epochs > 0 else 1.0,
-        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        max_length=cfg.max_seq_length,
-        # Loss on the completion (the judgment) only; the prompt's labels are -100.
-        completion_only_loss=True,
-        assistant_only_loss=False,
-        packing=False,
-        bf16=bf16,
-        fp16=False,
-        # Without use_cpu, transformers on a GPU-less worker sees world_size=1 and DeepSpeed's
-        # batch-size assertion (train_batch = micro x accum x world) fails.
-        use_cpu=not gpu,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        include_num_input_tokens_seen="non_padding",  # gathered over all processes
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    if cfg.gradient_checkpointing:
-        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
-    if deepspeed is not None:
-        kw["deepspeed"] = deepspeed
-    return kw
-
-
-def peft_config(lora: LoraConfig):
-    """A ``peft.LoraConfig`` for causal-LM LoRA, or ``None`` when disabled."""
-    if not lora.enabled:
-        return None
-    from peft import LoraConfig as PeftLoraConfig
-
-    target = lora.target_modules
-    if not isinstance(target, str):
-        target = [str(x) for x in target]
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=target, bias="none", task_type="CAUSAL_LM")
 
 
 def _free_port() -> int:
@@ -137,14 +40,6 @@ def _ensure_process_env(gpu: bool) -> None:
                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
 
 
-def _train_cfg(obj: Any) -> TrainConfig:
-    if isinstance(obj, TrainConfig):
-        return obj
-    d = dict(obj)
-    lora = d.pop("lora", None) or {}
-    return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora))
-
-
 def train_worker(config: dict) -> None:
     """Train on one process (a Ray Train worker, or standalone) and write the model to ``out_dir``.
 
@@ -154,7 +49,7 @@ def train_worker(config: dict) -> None:
     merged into the base), tokenizer, generation config and ``train_metrics.json`` (written last:
     its presence means the folder is complete).
     """
-    cfg = _train_cfg(config["train"])
+    cfg = train_config(config["train"])
     gpu = on_gpu(cfg)
     _ensure_process_env(gpu)
     trainer, lora = load(cfg, str(config["data_path"]), str(config["base_model"]), str(config["out_dir"]), gpu)
@@ -231,6 +126,8 @@ def save(trainer, cfg: TrainConfig, lora, base_model: str, out_dir: str, gpu: bo
         if lora is not None:
             _merge_lora(trainer, base_model, save_dir, out_dir, torch.bfloat16 if bf16 else torch.float32)
         _ensure_generation_config(base_model, out_dir)
+        metrics = {**metrics, "retied_bytes": retie_embeddings(out_dir)}
+        share_permissions(out_dir)
         metrics = {**metrics, "strategy": cfg.strategy, "dtype": "bfloat16" if bf16 else "float32",
                    "lora": bool(lora is not None)}
         atomic.write_text(os.path.join(out_dir, METRICS_FILE), json.dumps(metrics, indent=2, default=float))
@@ -266,8 +163,3 @@ def _ensure_generation_config(base_model: str, out_dir: str) -> None:
     from transformers import AutoConfig, GenerationConfig
 
     GenerationConfig.from_model_config(AutoConfig.from_pretrained(out_dir)).save_pretrained(out_dir)
-
-
-def train_config_dict(cfg: TrainConfig) -> dict:
-    """A plain dict of a TrainConfig (what crosses to Ray workers)."""
-    return dataclasses.asdict(cfg)

@@ -1,6 +1,6 @@
 """Launch the SFT step on Ray Train (``TorchTrainer``): N workers, DDP or DeepSpeed ZeRO-2/3.
 
-The training loop itself is ``selftaught.stages.train.train_worker``. Workers write the model
+The training loop itself is ``selftaught.training.worker.train_worker``. Workers write the model
 straight to ``out_dir``: this assumes a filesystem shared by the driver and every worker node
 (one machine, or NFS/Lustre on a cluster), as the rest of the pipeline does for stage outputs.
 """
@@ -68,7 +68,8 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from selftaught.distributed.generation import ensure_ray
-    from selftaught.stages.train import METRICS_FILE, train_config_dict, train_worker
+    from selftaught.training.args import train_config_dict
+    from selftaught.training.worker import METRICS_FILE, train_worker
 
     ensure_ray(ray_cfg)  # the config itself was checked once, before Ray started (config.validate)
     check_train_resources(cfg, ray_cfg)

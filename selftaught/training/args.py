@@ -1,0 +1,92 @@
+"""A ``TrainConfig`` -> the trainer's arguments: ``trl.SFTConfig`` keywords, precision, LoRA."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from selftaught.config import LoraConfig, TrainConfig
+
+
+def on_gpu(cfg: TrainConfig) -> bool:
+    import torch
+
+    if not cfg.use_gpu:
+        return False
+    if not torch.cuda.is_available():
+        raise RuntimeError("train.use_gpu=true but CUDA is not available in this worker process")
+    return True
+
+
+def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
+    """bf16 on GPU unless ``train.bf16=false``; always float32 on CPU."""
+    if not gpu:
+        return False
+    return True if cfg.bf16 is None else bool(cfg.bf16)
+
+
+def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
+    """Keyword arguments of ``trl.SFTConfig`` for this TrainConfig."""
+    bf16 = use_bf16(cfg, gpu)
+    kw: dict[str, Any] = dict(
+        output_dir=out_dir,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.epochs if cfg.epochs > 0 else 1.0,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_length=cfg.max_seq_length,
+        # Loss on the completion (the judgment) only; the prompt's labels are -100.
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        packing=False,
+        bf16=bf16,
+        fp16=False,
+        # Without use_cpu, transformers on a GPU-less worker sees world_size=1 and DeepSpeed's
+        # batch-size assertion (train_batch = micro x accum x world) fails.
+        use_cpu=not gpu,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        include_num_input_tokens_seen="non_padding",  # gathered over all processes
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    if cfg.gradient_checkpointing:
+        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if deepspeed is not None:
+        kw["deepspeed"] = deepspeed
+    return kw
+
+
+def peft_config(lora: LoraConfig):
+    """A ``peft.LoraConfig`` for causal-LM LoRA, or ``None`` when disabled."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    target = lora.target_modules
+    if not isinstance(target, str):
+        target = [str(x) for x in target]
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=target, bias="none", task_type="CAUSAL_LM")
+
+
+def train_config(obj: Any) -> TrainConfig:
+    """A TrainConfig, or the plain dict of one that crossed to a Ray worker."""
+    if isinstance(obj, TrainConfig):
+        return obj
+    d = dict(obj)
+    lora = d.pop("lora", None) or {}
+    return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora))
+
+
+def train_config_dict(cfg: TrainConfig) -> dict:
+    """A plain dict of a TrainConfig (what crosses to Ray workers)."""
+    return dataclasses.asdict(cfg)
