@@ -76,3 +76,17 @@ def test_installed_cli_runs_outside_the_checkout(installed, tmp_path):
     assert bad.stderr.splitlines() == ["selftaught: config error: train.deepspeed: zero2.json has zero_optimization.stage=2, "
                                        "but train.strategy=zero3 needs 3"]
     assert list(tmp_path.iterdir()) == []  # nothing written next to the user
+
+
+def test_pip_installs_from_a_git_url(tmp_path):
+    """``pip install git+<url>``: the committed tree, cloned and built by pip, runs from elsewhere."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    run_dir = tmp_path / "cwd"
+    run_dir.mkdir()
+    _pip("install", "--no-build-isolation", "--target", str(tmp_path / "target"), f"git+file://{ROOT}", cwd=tmp_path)
+    where = _run(tmp_path / "target", run_dir, "-c", "import selftaught.cli as c; print(c.CONF_DIR)")
+    assert where.returncode == 0 and Path(where.stdout.strip()) == tmp_path / "target" / "selftaught" / "conf", where.stderr
+    job = _run(tmp_path / "target", run_dir, "-m", "selftaught.cli", "run", "--cfg", "job", "preset=cpu_demo")
+    assert job.returncode == 0 and "n_max: 8" in job.stdout, job.stderr
+    assert list(run_dir.iterdir()) == []
