@@ -35,6 +35,18 @@ def fingerprint(cfg: EvalConfig) -> list:
     return out
 
 
+def best_of_n_pairs(item: dict, group: str) -> list[dict]:
+    """A best-of-n item (RewardBench 2: candidate 0 correct, the rest not) as a round robin: every
+    pair of candidates, each judged in both orders like any pair. The candidate with the most votes
+    is the judge's pick (``evaluate``: best_of_n_accuracy; a random judge scores 1/n). Only the pairs
+    with the correct candidate have a gold answer (``scored``): they also count in the pairwise metrics."""
+    cands = item["candidates"]
+    base = {k: v for k, v in item.items() if k != "candidates"}
+    return [{**base, "chosen": cands[i], "rejected": cands[j], "eval_id": f"{group}/{i}v{j}", "group": group,
+             "cand_a": i, "cand_b": j, "n_candidates": len(cands), "scored": i == 0}
+            for i in range(len(cands)) for j in range(i + 1, len(cands))]
+
+
 def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """Pairs tagged with their set and a unique ``eval_id``; rejected rows (file:line, reason)."""
     pairs, failures = [], []
@@ -43,6 +55,10 @@ def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
         for f in eval_files(s, i):
             rows, rejects = io.load_pairwise_eval(f, s.format, cfg.limit, f"eval.sets.{i}.path")
             for r in rows:
-                pairs.append({**r, "set": name, "eval_id": f"{name}/{Path(f).stem}/{r['id']}"})  # ids: unique per file
+                eval_id = f"{name}/{Path(f).stem}/{r['id']}"  # ids: unique per file
+                if "candidates" in r:
+                    pairs += best_of_n_pairs({**r, "set": name}, eval_id)
+                else:
+                    pairs.append({**r, "set": name, "eval_id": eval_id})
             failures += [{"source": f"{x.file}:{x.line}", "reason": x.reason, "snippet": x.snippet} for x in rejects]
     return pairs, failures

@@ -416,16 +416,43 @@ def _mt_bench(row: dict) -> Union[dict, str]:
             "subset": f"turn{turn}"}
 
 
+RB2_TIES = "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged"
+
+
+def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
+    """A RewardBench 2 item (``allenai/reward-bench-2``): ``{id, prompt, chosen: [one], rejected:
+    [three], subset}`` -> its candidates, the correct one first (``eval_data`` expands them)."""
+    prompt, err = _text(row, "prompt", strip=False)
+    if err:
+        return err
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if not isinstance(rejected, list) or not rejected:
+        return "field 'rejected' must be a non-empty list of answers (RewardBench 2)"
+    cands = list(chosen) + list(rejected)
+    if not all(isinstance(c, str) and c.strip() for c in cands):
+        return "fields 'chosen'/'rejected': every answer must be a non-empty string"
+    if len(chosen) != 1:
+        return RB2_TIES if len(chosen) > 1 else "field 'chosen' is empty"
+    if len({c.strip() for c in cands}) < len(cands):
+        return SAME_ANSWERS
+    rid = row.get("id")
+    return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None, "instruction": prompt,
+            "candidates": cands, "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
+
+
 def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None,
                        what: str = "eval path") -> tuple[list[dict], list[Reject]]:
     """LLMBar ``{input, output_1, output_2, label}``, RewardBench ``{prompt, chosen, rejected,
     subset}`` or MT-Bench human votes (``_mt_bench``) -> ``{id, instruction, chosen, rejected,
-    subset, source}``. LLMBar's subset is the file stem (e.g. "Natural"); MT-Bench's the turn."""
+    subset, source}``; RewardBench 2 (``_rewardbench2``) -> ``{id, instruction, candidates, subset,
+    source}``. LLMBar's subset is the file stem (e.g. "Natural"); MT-Bench's the turn."""
     stem = Path(path).stem
 
     def convert(row: dict) -> Union[dict, str]:
         if "conversation_a" in row and "winner" in row:
             return _mt_bench(row)
+        if isinstance(row.get("chosen"), list):
+            return _rewardbench2(row, stem)
         if "output_1" in row:  # LLMBar
             label = row.get("label")
             if str(label) not in ("1", "2") or isinstance(label, bool):

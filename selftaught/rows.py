@@ -130,7 +130,7 @@ class SftRow(TypedDict):
     status: str
 
 
-class EvalPair(TypedDict):
+class EvalPair(TypedDict, total=False):
     """An input of ``eval`` (``eval_data.load_eval_sets``)."""
     eval_id: str
     id: str
@@ -140,6 +140,12 @@ class EvalPair(TypedDict):
     chosen: str
     rejected: str
     source: str
+    # A pair of a best-of-n item's round robin (``eval_data.best_of_n_pairs``):
+    group: Optional[str]  # the item
+    cand_a: Optional[int]  # "chosen" here is candidate cand_a, "rejected" candidate cand_b
+    cand_b: Optional[int]
+    n_candidates: Optional[int]
+    scored: Optional[bool]  # has the correct candidate (0): a gold answer
 
 
 class Evaluated(TypedDict, total=False):
@@ -165,6 +171,11 @@ class Evaluated(TypedDict, total=False):
     majority_correct: Optional[bool]
     eval_meta: Optional[Provenance]
     status: str
+    group: Optional[str]  # best-of-n items: see ``EvalPair``
+    cand_a: Optional[int]
+    cand_b: Optional[int]
+    n_candidates: Optional[int]
+    scored: Optional[bool]
 
 
 class ResponsePair(TypedDict):

@@ -107,3 +107,94 @@ def test_cli_eval_alone_with_majority_vote(tmp_path, tiny_model_path):
     assert 0 <= m["majority_accuracy"] <= 1 and m["acc_AB"] is not None and "calibrated_accuracy" in m
     assert summary["metrics"]["free"]["demo_eval"]["pairs"] == 3
     assert "demo_eval" in out.stdout and "majority_accuracy" in out.stdout
+
+
+def _rb2_rows(tmp_path):
+    import json
+
+    items = [
+        {"id": "f1", "prompt": "Who wrote Hamlet?", "chosen": ["Shakespeare."], "rejected": ["Marlowe.", "Dickens.", "Austen."],
+         "subset": "Factuality"},
+        {"id": "m1", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"},
+        {"id": "t1", "prompt": "Name a prime.", "chosen": ["2", "3"], "rejected": ["4", "6"], "subset": "Ties"},
+        {"id": "s1", "prompt": "p", "chosen": ["same"], "rejected": ["same", "x", "y"], "subset": "Safety"},
+    ]
+    f = tmp_path / "rb2.jsonl"
+    f.write_text("\n".join(json.dumps(i) for i in items))
+    pairs, rejects = load_eval_sets(EvalConfig(sets=[EvalSetConfig(path=str(f), name="rb2")]))
+    return pairs, rejects
+
+
+def test_rewardbench2_items_become_round_robins(tmp_path):
+    pairs, rejects = _rb2_rows(tmp_path)
+    assert [r["reason"] for r in rejects] == [
+        "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged",
+        "the two responses are identical"]
+    assert len(pairs) == 2 * 6  # two items, every pair of 4 candidates
+    f1 = [p for p in pairs if p["group"] == "rb2/rb2/f1"]
+    assert [(p["cand_a"], p["cand_b"]) for p in f1] == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert [p["scored"] for p in f1] == [True] * 3 + [False] * 3
+    assert f1[0]["chosen"] == "Shakespeare." and f1[0]["rejected"] == "Marlowe." and f1[0]["subset"] == "Factuality"
+    assert len({p["eval_id"] for p in pairs}) == 12
+
+
+def _votes(pairs, group, picks, set_="rb2"):
+    """Rows where each (cand_a, cand_b) pair is decided by ``picks[(a, b)]`` (the preferred candidate) in
+    both orders, or None (unparsed)."""
+    rows = []
+    for p in pairs:
+        if p["group"] != group:
+            continue
+        want = picks[(p["cand_a"], p["cand_b"])]
+        for order in ("AB", "BA"):
+            first = p["cand_a"] if order == "AB" else p["cand_b"]
+            verdict = None if want is None else ("A" if want == first else "B")
+            gold = "A" if order == "AB" else "B"
+            rows.append({**p, "set": set_, "order": order, "gold": gold, "status": "ok", "verdict": verdict,
+                         "correct": verdict == gold, "votes": None, "majority": None, "majority_correct": None})
+    return rows
+
+
+def test_best_of_n_accuracy_counts_votes_and_splits_ties(tmp_path):
+    pairs, _ = _rb2_rows(tmp_path)
+    # f1: the correct candidate wins all its pairs: 6 votes, picked -> credit 1.
+    f1 = _votes(pairs, "rb2/rb2/f1", {(0, 1): 0, (0, 2): 0, (0, 3): 0, (1, 2): 1, (1, 3): 1, (2, 3): 2})
+    # m1: 0 beats 1 and 2, loses to 3; 2 beats 1 and 3; 3 beats 1. Votes (2 per pair won): 0, 2 and 3
+    # have 4, 1 has 0: a three-way tie at the top that includes the correct one -> credit 1/3.
+    picks = {(0, 1): 0, (0, 2): 0, (0, 3): 3, (1, 2): 2, (1, 3): 3, (2, 3): 2}
+    m1 = _votes(pairs, "rb2/rb2/m1", picks)
+    g = metrics(f1 + m1)["constrained"]
+    whole = g["rb2"]
+    assert whole["best_of_n_items"] == 2 and whole["best_of_n_chance"] == 0.25
+    assert whole["best_of_n_accuracy"] == round((1 + 1 / 3) / 2, 4)
+    assert g["rb2/Factuality"]["best_of_n_accuracy"] == 1.0 and g["rb2/Math"]["best_of_n_accuracy"] == round(1 / 3, 4)
+    # The pairwise metrics see only the pairs with a gold answer (the correct candidate's three).
+    assert whole["pairs"] == 6 and whole["accuracy"] == round(5 / 6, 4)
+    # A judge that always says "A" votes for whoever is shown first: every candidate gets 3 votes; 1/4 credit.
+    biased = [{**r, "verdict": "A", "correct": r["gold"] == "A"} for r in f1]
+    assert metrics(biased)["constrained"]["rb2"]["best_of_n_accuracy"] == 0.25
+    # An item with a prompt too long is not scored.
+    too_long = [{**r, "status": "prompt too long for model context", "verdict": None} if i == 0 else r
+                for i, r in enumerate(f1)]
+    m = metrics(too_long + m1)["constrained"]["rb2"]
+    assert m["best_of_n_items"] == 1 and m["best_of_n_skipped_too_long"] == 1
+
+
+def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_model_path):
+    """The round robin survives the stage's shards (its fields are in the row type's schema) and the
+    summary reports best-of-n per subset, with the Ties item and the identical answers counted apart."""
+    from selftaught import compose, evaluate
+
+    _rb2_rows(tmp_path)
+    cfg = compose([f"model.path={tiny_model_path}", f"output_dir={tmp_path}", "name=rb2", "engine=hf",
+                   "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.modes=[constrained]",
+                   "shard_size=5", f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled"])
+    s = evaluate(cfg)
+    m = s["metrics"]["constrained"]
+    assert s["in"] == 24 and s["out"] == 24 and s["shards"] == 3  # 12 pairs x 2 orders
+    assert m["rb2"]["best_of_n_items"] == 2 and m["rb2"]["best_of_n_chance"] == 0.25
+    assert m["rb2/Math"]["best_of_n_items"] == 1 and m["rb2"]["pairs"] == 6
+    assert 0 <= m["rb2"]["best_of_n_accuracy"] <= 1 and "best_of_n_accuracy_lo" in m["rb2"]
+    assert s["rejected_by_reason"] == {
+        "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged": 1,
+        "the two responses are identical": 1}

@@ -15,6 +15,8 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - ``calibrated_accuracy`` (constrained): the pair's verdict log-odds averaged over its two orders
   decide, i.e. the position bias is removed (contextual calibration); needs no extra decoding
 - ``degenerate_rate``: judgments with more than half of their 4-grams repeated
+- ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
+  among the item's n candidates; chance 1/n (``best_of_n_chance``)
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
 
 STAGE = "eval"
+BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
 def _majority(verdicts: list[Optional[str]]) -> Optional[str]:
@@ -55,7 +58,8 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
             items.append(item)
             base.append({"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
                          "order": order, "gold": gold, "instruction": p["instruction"],
-                         "answer_a": item.answer_a, "answer_b": item.answer_b})
+                         "answer_a": item.answer_a, "answer_b": item.answer_b,
+                         **{k: p[k] for k in BEST_OF_N_FIELDS if p.get(k) is not None}})
     rows = []
     for mode in cfg.modes:
         greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
@@ -109,8 +113,39 @@ def _rate(m: dict, name: str, k: int, n: int) -> None:
     _with_ci(m, name, k / n if n else None, wilson(k, n))
 
 
+def _best_of_n(m: dict, rows: list[dict]) -> None:
+    """Best-of-n items (round robins, ``eval_data.best_of_n_pairs``): each judged order is a vote for
+    the candidate it prefers; the judge picks the candidate with the most votes (a tie at the top
+    splits the credit), so a random judge scores 1/n. An item with a pair too long is not scored."""
+    by_item: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("group") is not None:
+            by_item[r["group"]].append(r)
+    if not by_item:
+        return
+    credits, chance, skipped = [], [], 0
+    for rs in by_item.values():
+        if any(r["status"] != OK for r in rs):
+            skipped += 1
+            continue
+        votes = Counter({c: 0 for c in range(rs[0]["n_candidates"])})
+        for r in rs:
+            if r["verdict"] in ("A", "B"):
+                votes[r["cand_a"] if (r["verdict"] == "A") == (r["order"] == "AB") else r["cand_b"]] += 1
+        top = [c for c, v in votes.items() if v == max(votes.values())]
+        credits.append(1 / len(top) if 0 in top else 0.0)
+        chance.append(1 / rs[0]["n_candidates"])
+    m["best_of_n_items"], m["best_of_n_skipped_too_long"] = len(credits), skipped
+    m["best_of_n_chance"] = round(sum(chance) / len(chance), 4) if chance else None
+    _with_ci(m, "best_of_n_accuracy", sum(credits) / len(credits) if credits else None,
+             bootstrap_ratio(credits, [1.0] * len(credits)))
+
+
 def _group_metrics(rows: list[dict]) -> dict:
-    """Metrics over the judged rows of one group (a set or a subset) in one mode."""
+    """Metrics over the judged rows of one group (a set or a subset) in one mode. Pairs without a
+    gold answer (a best-of-n item's pairs of two wrong candidates) count only in ``_best_of_n``."""
+    best_of_n = rows
+    rows = [r for r in rows if r.get("scored") is not False]
     ok = [r for r in rows if r["status"] == OK]
     by_pair: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
@@ -134,6 +169,7 @@ def _group_metrics(rows: list[dict]) -> dict:
         _rate_by_pair(m, "majority_accuracy", by_pair, lambda r: r["majority_correct"],
                       counted=lambda r: r.get("votes") is not None)
     _rate_by_pair(m, "degenerate_rate", by_pair, lambda r: (r.get("repeat") or 0) > DEFAULT_THRESHOLD)
+    _best_of_n(m, best_of_n)
     return m
 
 
@@ -167,7 +203,7 @@ def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float
 
 
 COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate",
-           "calibrated_accuracy", "majority_accuracy")
+           "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy")
 
 
 def format_metrics(m: dict[str, dict[str, dict]]) -> str:
