@@ -426,10 +426,13 @@ class TrainConfig(BaseConfig):
 @dataclass
 class EvalSetConfig(BaseConfig):
     KEY: ClassVar[str] = "eval.sets"
-    # A file or folder (every *.json/*.jsonl in it) in LLMBar or RewardBench format.
+    # A file or folder (every *.json/*.jsonl/*.parquet in it), or a hub dataset id (owner/name, loaded
+    # with datasets.load_dataset where the hub is reachable, cached once as parquet). Row formats are
+    # detected: LLMBar, RewardBench, RewardBench 2, MT-Bench human votes (see eval_data.SOURCES).
     path: str = "builtin:demo_eval.jsonl"
     format: str = "auto"  # auto | jsonl | json | parquet (row schema is detected)
     name: Optional[str] = None  # default: the file or folder stem
+    split: Optional[str] = None  # a hub dataset's split; null: its only one (or "test", then "train")
 
     def __post_init__(self) -> None:
         self._check(bool(self.path) and self.path != MISSING, "path", "is required (a file or folder of pairs)")

@@ -2,27 +2,69 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from selftaught import io
+from selftaught.atomic import atomic_path
 from selftaught.config import EvalConfig, EvalSetConfig, eval_set_name
 
 EXTENSIONS = (".json", ".jsonl", ".parquet")
 
 
+# Where each format's public data lives: named in the error for a set that cannot be found.
+SOURCES = ("LLMBar: github.com/princeton-nlp/LLMBar (Dataset/LLMBar/*/dataset.json), or allenai/reward-bench; "
+           "RewardBench: allenai/reward-bench (split filtered); RewardBench 2: allenai/reward-bench-2 (split test); "
+           "MT-Bench human votes: lmsys/mt_bench_human_judgments (split human)")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def eval_files(s: EvalSetConfig, i: int = 0) -> list[str]:
-    """The files of one set: a shipped ``builtin:`` file, a file, or every data file in a folder."""
+    """The files of one set: a shipped ``builtin:`` file, a file, every data file in a folder, or a hub
+    dataset (cached once as parquet)."""
+    key = f"eval.sets.{i}.path"
     if s.path.startswith("builtin:"):
-        return [io.resolve_data_path(s.path, f"eval.sets.{i}.path")]
+        return [io.resolve_data_path(s.path, key)]
     p = os.path.abspath(os.path.expanduser(s.path))
     if os.path.isdir(p):
         files = sorted(str(f) for f in Path(p).iterdir() if f.suffix in EXTENSIONS and f.is_file())
         if not files:
-            raise FileNotFoundError(f"eval.sets.{i}.path: no {'/'.join(EXTENSIONS)} files in {p}")
+            raise FileNotFoundError(f"{key}: no {'/'.join(EXTENSIONS)} files in {p}")
         return files
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"eval.sets.{i}.path: {p} does not exist")
-    return [p]
+    if os.path.isfile(p):
+        return [p]
+    if HUB_ID.match(s.path):
+        return [hub_file(s, key)]
+    raise FileNotFoundError(f"{key}: {p} does not exist; give a local file or folder, or a hub dataset id "
+                            f"(owner/name) where the hub is reachable. {SOURCES}")
+
+
+def _cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("SELFTAUGHT_CACHE", "~/.cache/selftaught"))) / "eval_sets"
+
+
+def hub_file(s: EvalSetConfig, key: str) -> str:
+    """A hub dataset's split as a local parquet file: loaded with ``datasets.load_dataset`` the first time,
+    read from the cache afterwards (so an offline machine can use a set fetched once)."""
+    cached = _cache_dir() / f"{s.path.replace('/', '__')}__{s.split or 'default'}.parquet"
+    if cached.is_file():
+        return str(cached)
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(s.path)
+        split = s.split or (next(iter(loaded)) if len(loaded) == 1 else
+                            next((x for x in ("test", "train") if x in loaded), None))
+        if split not in loaded:
+            raise ValueError(f"split {split!r} not in {sorted(loaded)}; set {key.rsplit('.', 1)[0]}.split")
+        ds = loaded[split]
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: all the same to the user
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FileNotFoundError(f"{key}: {s.path} is not a local file or folder, and the hub dataset could not be "
+                                f"loaded ({first}). {SOURCES}") from None
+    with atomic_path(cached) as tmp:
+        ds.to_parquet(tmp)
+    return str(cached)
 
 
 def fingerprint(cfg: EvalConfig) -> list:

@@ -198,3 +198,43 @@ def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_mod
     assert s["rejected_by_reason"] == {
         "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged": 1,
         "the two responses are identical": 1}
+
+
+def test_a_set_that_cannot_be_found_names_both_ways_and_the_sources(tmp_path, monkeypatch):
+    from selftaught.eval_data import eval_files
+
+    monkeypatch.setenv("SELFTAUGHT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here either way; offline mode fails at once
+    with pytest.raises(FileNotFoundError, match=r"eval.sets.0.path: .*/nope.jsonl does not exist; give a local file or "
+                                                r"folder, or a hub dataset id .*allenai/reward-bench-2 \(split test\)"):
+        eval_files(EvalSetConfig(path=str(tmp_path / "nope.jsonl")))
+    with pytest.raises(FileNotFoundError, match=r"eval.sets.0.path: allenai/reward-bench-2 is not a local file or folder, "
+                                                r"and the hub dataset could not be loaded .*lmsys/mt_bench_human_judgments"):
+        eval_files(EvalSetConfig(path="allenai/reward-bench-2"))
+
+
+def test_a_hub_set_is_cached_once_as_parquet_and_read_like_a_file(tmp_path, monkeypatch):
+    """The hub's side is replaced by a local DatasetDict (no hub here): what is tested is our use of it,
+    the split choice, the parquet cache and reading it in the detected format."""
+    import datasets
+
+    from selftaught.eval_data import eval_files
+
+    monkeypatch.setenv("SELFTAUGHT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    rb2 = {"id": ["f1"], "prompt": ["Who wrote Hamlet?"], "chosen": [["Shakespeare."]],
+           "rejected": [["Marlowe.", "Dickens.", "Austen."]], "subset": ["Factuality"]}
+
+    def load_dataset(path, *a, **kw):
+        calls.append(path)
+        return datasets.DatasetDict({"test": datasets.Dataset.from_dict(rb2)})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    s = EvalSetConfig(path="allenai/reward-bench-2", name="rb2")
+    (f,) = eval_files(s)
+    assert f.endswith("allenai__reward-bench-2__default.parquet") and calls == ["allenai/reward-bench-2"]
+    assert eval_files(s) == [f] and calls == ["allenai/reward-bench-2"]  # the cache, not the hub, the second time
+    pairs, rejects = load_eval_sets(EvalConfig(sets=[s]))
+    assert len(pairs) == 6 and rejects == [] and pairs[0]["subset"] == "Factuality"
+    with pytest.raises(FileNotFoundError, match=r"split 'dev' not in \['test'\]; set eval.sets.0.split"):
+        eval_files(EvalSetConfig(path="allenai/reward-bench-2", split="dev"))
