@@ -482,13 +482,22 @@ class JudgeFileConfig(BaseConfig):
     """``selftaught judge``: the judge (``model.path``) decides a file of response pairs, both orders."""
 
     KEY: ClassVar[str] = "judge_file"
-    path: Optional[str] = None  # jsonl | json | parquet of pairs; required by `selftaught judge`
+    path: Optional[str] = None  # jsonl | json | parquet of pairs (or of responses); required by `selftaught judge`
+    # pairwise: decide pairs of responses (both orders). absolute: grade single responses 1-5 against a
+    # rubric (Prometheus direct assessment: feedback, then "[RESULT] n").
+    mode: str = "pairwise"
     format: str = "auto"  # auto (from the suffix) | jsonl | json | parquet
     id_field: Optional[str] = "id"  # absent: <file stem>-<line>
     instruction_field: str = "instruction"
     a_field: str = "response_a"
     b_field: str = "response_b"
     reference_field: Optional[str] = "reference"  # optional per row: shown to the judge after the instruction
+    # absolute mode: the response, its rubric (a string, or {criteria, score1_description..score5_description};
+    # absent: the shipped general rubric) and a human 1-5 score (when given: Pearson and Spearman with it)
+    response_field: str = "response"
+    rubric_field: Optional[str] = "rubric"
+    score_field: Optional[str] = "score"
+    absolute_template: str = "absolute"
     limit: Optional[int] = None
     out_dir: Optional[str] = None  # null: <output_dir>/<name>/judged/<file stem>
     # When the two orders disagree (or one does not parse): "tie", or "logprob": the verdict
@@ -499,6 +508,7 @@ class JudgeFileConfig(BaseConfig):
     dpo_out: Optional[str] = None  # also write TRL DPO rows (prompt/chosen/rejected) here: .jsonl or .parquet
 
     def __post_init__(self) -> None:
+        self._check(self.mode in ("pairwise", "absolute"), "mode", f"must be pairwise|absolute, got {self.mode!r}")
         self._check(self.format in ("auto", "jsonl", "json", "parquet"), "format", "must be auto|jsonl|json|parquet")
         for name in ("instruction_field", "a_field", "b_field"):
             self._check(bool(getattr(self, name)), name, "must be set")
@@ -510,6 +520,8 @@ class JudgeFileConfig(BaseConfig):
         self._check(self.majority_k == 0 or self.majority_k > 1, "majority_k", f"must be 0 (off) or > 1, got {self.majority_k}")
         self._check(self.dpo_out is None or self.dpo_out.endswith((".jsonl", ".parquet")), "dpo_out",
                     f"must end in .jsonl or .parquet, got {self.dpo_out!r}")
+        self._check(self.mode == "pairwise" or (self.dpo_out is None and self.majority_k == 0 and self.decide == "tie"),
+                    "mode", "absolute grades single responses: dpo_out, majority_k and decide are pairwise knobs")
 
 
 @dataclass

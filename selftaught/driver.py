@@ -24,7 +24,7 @@ from selftaught.distributed.generation import LocalRunner, run_with_ray
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
 from selftaught.shards import entry_for, merged
-from selftaught.stages import EVAL, PIPELINE, VERDICTS, evaluate, load, verdicts
+from selftaught.stages import EVAL, GRADES, PIPELINE, VERDICTS, evaluate, grades, load, verdicts
 from selftaught.stages.base import StageContext, StageSpec, Upstream
 from selftaught.store import RoundStore, StageDir
 
@@ -495,33 +495,35 @@ def judge_file_dir(cfg: RunConfig) -> Path:
 
 
 def judge_pairs(cfg: RunConfig) -> dict:
-    """``selftaught judge``: the judge at ``model.path`` decides the pairs of ``judge_file.path``.
+    """``selftaught judge``: the judge at ``model.path`` decides the pairs of ``judge_file.path``, or with
+    ``judge_file.mode=absolute`` grades its responses 1-5.
 
-    Writes under ``judge_file_dir``: ``verdicts/`` (the stage: parquet shards, manifest, failures;
-    a rerun resumes), ``verdicts.jsonl`` (every row in file order, failures with their reason),
-    ``summary.json``, and ``judge_file.dpo_out`` when set. Returns the summary."""
+    Writes under ``judge_file_dir``: the stage folder (``verdicts/`` or ``grades/``: parquet shards,
+    manifest, failures, rejected rows; a rerun resumes), ``<stage>.jsonl`` (every row in file order,
+    failures with their reason), ``summary.json``, and ``judge_file.dpo_out`` when set. Returns the summary."""
     f = cfg.judge_file
     if not f.path:
-        raise ConfigError("judge_file.path: must be set to the file of pairs to judge "
-                          "(rows with instruction, response_a, response_b; see judge_file.*_field)")
-    path = f.path if f.path.startswith(io.BUILTIN) else abspath(f.path)
+        raise ConfigError("judge_file.path: must be set to the file to judge (pairs: instruction, response_a, "
+                          "response_b; judge_file.mode=absolute: instruction, response; see judge_file.*_field)")
+    path = io.input_path(f.path)
     if not path.startswith(io.BUILTIN) and not Path(path).is_file():
-        raise ConfigError(f"judge_file.path: {path} does not exist (a jsonl, json or parquet file of pairs)")
+        raise ConfigError(f"judge_file.path: {path} does not exist (a jsonl, json or parquet file)")
+    spec, module = (GRADES, grades) if f.mode == "absolute" else (VERDICTS, verdicts)
     cfg = replace(cfg, rounds=0, until="eval", eval=replace(cfg.eval, enabled=False))
     r = Run(cfg)
-    c = VERDICTS.config(cfg, Upstream(0))
+    c = spec.config(cfg, Upstream(0))
     if f.decide == "logprob" and not c.constrained:
         raise ConfigError("judge_file.decide: logprob needs constrained decoding (the verdict's log-odds), and this "
                           "judge decodes free; set judge_file.constrained=true")
     out = judge_file_dir(cfg)
     r.check_cluster(train=False)
     try:
-        sd, _, summary = r._stage(VERDICTS, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
+        sd, _, summary = r._stage(spec, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
     finally:
         r.close_engines()
     rows = _in_file_order(sd)
-    paths = {"verdicts": out / "verdicts.jsonl", "shards": sd.data_dir, "summary": out / "summary.json"}
-    io.write_jsonl(paths["verdicts"], rows)
+    paths = {spec.name: out / f"{spec.name}.jsonl", "shards": sd.data_dir, "summary": out / "summary.json"}
+    io.write_jsonl(paths[spec.name], rows)
     if f.dpo_out:
         paths["dpo"] = Path(abspath(f.dpo_out))
         dpo = verdicts.dpo_rows(rows)
@@ -531,7 +533,7 @@ def judge_pairs(cfg: RunConfig) -> dict:
     from selftaught import atomic
 
     atomic.write_json(paths["summary"], summary)
-    print(verdicts.format_summary(summary), flush=True)
+    print(module.format_summary(summary), flush=True)
     return summary
 
 

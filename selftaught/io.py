@@ -297,16 +297,22 @@ def _iter_source(cfg, limit: Optional[int], what: str = "data.path") -> Iterator
             out["reference_category"] = ref.strip() if isinstance(ref, str) and ref.strip() else None
         return out
 
+    yield from _rows_or_stop(cfg, convert, limit, what, row_keys)
+
+
+def _rows_or_stop(src, convert: Converter, limit: Optional[int], what: str, row_keys: list[str]) -> Iterator[Union[dict, Reject]]:
+    """``_iter_load`` of ``src.path``; a file that gives no row is a ``DataError`` naming why (the counts
+    by reason and the field mapping or format to fix)."""
     early: list[Reject] = []  # the rejects before the first row: the message when no row comes
     any_row = False
-    for x in _iter_load(cfg.path, cfg.format, convert, limit, what):
+    for x in _iter_load(src.path, src.format, convert, limit, what):
         if isinstance(x, dict):
             any_row = True
         elif not any_row:
             early.append(x)
         yield x
     if not any_row:
-        raise DataError(_no_rows(cfg, what, early, row_keys))
+        raise DataError(_no_rows(src, what, early, row_keys))
 
 
 def _no_rows(src, what: str, rejects: list[Reject], row_keys: list[str]) -> str:
@@ -321,12 +327,19 @@ def _no_rows(src, what: str, rejects: list[Reject], row_keys: list[str]) -> str:
         fmt = src.format if src.format != "auto" else Path(path).suffix.lstrip(".")
         msg += f"; read as {fmt}: set {_key(what, 'format')}=jsonl|json|parquet to the file's format"
     mapping = [(name, getattr(src, name, None)) for name in ("instruction_field", "input_field", "id_field", "a_field",
-                                                            "b_field", "reference_field")]
+                                                            "b_field", "response_field", "reference_field")]
     named = [f"{_key(what, name)}={field}" for name, field in mapping if field and any(f"field {field!r}" in k for k in kinds)]
     if named:
         seen = f" (the rows have {', '.join(row_keys)})" if row_keys else ""
         msg += f"; map the rows' fields{seen}: now {', '.join(named)}"
     return msg
+
+
+def input_path(path: Optional[str]) -> Optional[str]:
+    """A user's input path made absolute (``builtin:`` names and None as they are)."""
+    if not path or path.startswith(BUILTIN):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def file_fingerprint(path: Optional[str]) -> Optional[list]:
@@ -367,15 +380,7 @@ def iter_response_pairs(cfg, what: str = "judge_file.path") -> Iterator[Union[di
         return {"id": None if rid is _MISSING else rid, "instruction": instruction, "response_a": a, "response_b": b,
                 "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None}
 
-    early: list[Reject] = []
-    any_row = False
-    for x in _iter_load(cfg.path, cfg.format, convert, cfg.limit, what):
-        any_row = any_row or isinstance(x, dict)
-        if not any_row:
-            early.append(x)
-        yield x
-    if not any_row:
-        raise DataError(_no_rows(cfg, what, early, row_keys))
+    yield from _rows_or_stop(cfg, convert, cfg.limit, what, row_keys)
 
 
 MT_BENCH_TIE = "tie vote (excluded from accuracy)"
@@ -438,6 +443,66 @@ def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
     rid = row.get("id")
     return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None, "instruction": prompt,
             "candidates": cands, "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
+
+
+def rubric_text(row: dict, dotted: Optional[str]) -> Union[Optional[str], Reject]:
+    """A row's rubric as the judge reads it: a string as is; ``{criteria, score1_description..
+    score5_description}`` (or Feedback-Collection's top-level ``orig_criteria``, ``orig_score1_description``..)
+    rendered one score per line; None when the row has none (the shipped general rubric applies)."""
+    v = get_field(row, dotted) if dotted else _MISSING
+    parts = None
+    if isinstance(v, str) and v.strip():
+        return v.strip()
+    if isinstance(v, dict):
+        parts = (v.get("criteria"), [v.get(f"score{i}_description") for i in range(1, 6)])
+    elif (v is _MISSING or v is None) and isinstance(row.get("orig_criteria"), str):
+        parts = (row["orig_criteria"], [row.get(f"orig_score{i}_description") for i in range(1, 6)])
+    elif v is _MISSING or v is None:
+        return None
+    if parts is None or not isinstance(parts[0], str) or not all(isinstance(d, str) and d.strip() for d in parts[1]):
+        return Reject("", 0, f"field {dotted!r}: a rubric is a string or {{criteria, score1_description..score5_description}}", "")
+    criteria = parts[0].strip()
+    return "\n".join([criteria if criteria.startswith("[") else f"[{criteria}]"]
+                     + [f"Score {i}: {d.strip()}" for i, d in enumerate(parts[1], 1)])
+
+
+def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
+    """A file of single responses (``config.JudgeFileConfig``, absolute mode) -> ``{id, instruction,
+    response, rubric, reference, human_score, source}`` rows and file:line rejects, streamed."""
+    row_keys: list[str] = []
+
+    def convert(row: dict) -> Union[dict, str]:
+        if not row_keys:
+            row_keys.extend(str(k) for k in list(row)[:12])
+        instruction, err = _text(row, cfg.instruction_field)
+        response, err_r = _text(row, cfg.response_field, strip=False)
+        errors = [e for e in (err, err_r) if e]
+        if errors:
+            return "; ".join(errors)
+        rubric = rubric_text(row, cfg.rubric_field)
+        if isinstance(rubric, Reject):
+            return rubric.reason
+        ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
+        if ref is not _MISSING and ref is not None and not isinstance(ref, str):
+            return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
+        human = get_field(row, cfg.score_field) if cfg.score_field else None
+        if human is _MISSING or human is None:
+            human = None
+        else:
+            try:
+                human = float(human) if not isinstance(human, bool) else None
+            except (TypeError, ValueError):
+                human = None
+            if human is None or not 1 <= human <= 5:
+                return f"field {cfg.score_field!r} must be a score from 1 to 5, got {get_field(row, cfg.score_field)!r}"
+        rid = get_field(row, cfg.id_field) if cfg.id_field else None
+        if isinstance(rid, (dict, list)):
+            return f"field {cfg.id_field!r} is not a scalar id"
+        return {"id": None if rid is _MISSING else rid, "instruction": instruction, "response": response,
+                "rubric": rubric, "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None,
+                "human_score": human}
+
+    yield from _rows_or_stop(cfg, convert, cfg.limit, what, row_keys)
 
 
 def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None,

@@ -76,6 +76,43 @@ def strip_reasoning(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Absolute scores (Prometheus direct assessment): feedback, then "[RESULT] n" with n in 1..5.
+SCORES = (1, 2, 3, 4, 5)
+RESULT_MARKER = "[RESULT]"
+_RESULT_ANY = re.compile(r"\[\s*RESULT\s*\]", re.IGNORECASE)
+# The score line: "[RESULT] 4", optionally "[RESULT]: 4", "(4)", a closing period; nothing else after it.
+_RESULT_END = re.compile(r"\[RESULT\]\s*:?\s*\(?\s*([0-9]+(?:\.[0-9]+)?)\s*\)?\s*\.?\s*$")
+
+
+@dataclass(frozen=True)
+class Score:
+    value: int | None  # 1..5, or None with the reason
+    error: str | None = None
+    feedback: str = ""  # the text before the score
+
+
+def parse_score(text: str) -> Score:
+    """Read the score of a generated grading. Exactly one ``[RESULT]`` marker, at the end, followed by
+    one integer from 1 to 5 and nothing else: a score elsewhere, two markers (an echoed format line),
+    a score out of range, a fraction ("4/5"), a decimal or words after it are failures, never scores."""
+    markers = _RESULT_ANY.findall(text)
+    if not markers:
+        return Score(None, "no score")
+    if len(markers) > 1:
+        return Score(None, "multiple scores")
+    m = _RESULT_END.search(text.rstrip())
+    if not m:
+        return Score(None, "score not at the end" if re.search(r"\[RESULT\]\s*:?\s*[1-5]\b", text) else "invalid score")
+    raw = m.group(1)
+    if "." in raw or raw.startswith("0") or int(raw) not in SCORES:
+        return Score(None, f"score {raw} not an integer from 1 to 5")
+    feedback = text[: m.start()].strip()
+    if feedback.lower().startswith("feedback:"):
+        feedback = feedback[len("feedback:"):].strip()
+    return Score(int(raw), None, feedback)
+
+
+# ---------------------------------------------------------------------------------------------
 # Categorization
 @dataclass(frozen=True)
 class Category:

@@ -205,6 +205,24 @@ class Verdict(ResponsePair, total=False):
     status: str
 
 
+class Grade(TypedDict, total=False):
+    """``grades``: one response scored 1-5 against a rubric (``stages.grades``, absolute mode)."""
+    id: str
+    source: str
+    instruction: str
+    response: str
+    rubric: Optional[str]  # None: the shipped general rubric
+    reference: Optional[str]
+    human_score: Optional[float]
+    feedback: str
+    grading: str  # the whole generated text
+    score: Optional[int]  # 1..5, None when the grading did not parse (``score_error``)
+    score_error: Optional[str]
+    expected_score: Optional[float]  # constrained: the probability-weighted mean of 1..5
+    grade_meta: Provenance
+    status: str
+
+
 # A line of a stage's ``manifest.jsonl``: one committed shard (``shards.process_shard``). "in" counts
 # input rows (the judge makes 2 rows per input, eval 2 per mode), "out" kept rows, "failed" dropped
 # ones (by reason in "failures"); "stats": the stage's additive counters (``StageSpec.shard_stats``);

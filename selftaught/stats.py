@@ -80,6 +80,60 @@ def bootstrap_ratio(nums: Sequence[float], dens: Sequence[float], n_boot: int = 
     return _quantile(stats, alpha), _quantile(stats, 1.0 - alpha)
 
 
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Pearson correlation; None with fewer than 3 points or a constant side (undefined)."""
+    n = len(xs)
+    if n < 3 or n != len(ys):
+        return None
+    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
+    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    syy = math.fsum((y - my) ** 2 for y in ys)
+    if sxx <= 0 or syy <= 0:
+        return None
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def ranks(xs: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank (as Spearman's rho needs)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    return pearson(ranks(xs), ranks(ys)) if len(xs) == len(ys) else None
+
+
+def bootstrap_correlation(fn, xs: Sequence[float], ys: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> Optional[Interval]:
+    """Percentile bootstrap interval of ``fn(xs, ys)`` (``pearson`` / ``spearman``), resampling items;
+    resamples where it is undefined are skipped. None with fewer than 3 items."""
+    n = len(xs)
+    if n < 3 or fn(xs, ys) is None:
+        return None
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        r = fn([xs[i] for i in idx], [ys[i] for i in idx])
+        if r is not None:
+            stats.append(r)
+    if not stats:
+        return None
+    stats.sort()
+    alpha = (1.0 - level) / 2.0
+    return _quantile(stats, alpha), _quantile(stats, 1.0 - alpha)
+
+
 def fmt_ci(value: Optional[float], lo: Optional[float] = None, hi: Optional[float] = None,
            sep: str = ", ") -> str:
     """``0.521 [0.42, 0.62]``: value at 3 decimals, bounds at 2 (``sep=","`` for narrow tables).

@@ -21,10 +21,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Optional
 
 from selftaught import atomic
-from selftaught.io import read_jsonl, read_records, write_jsonl, write_records
+from selftaught.io import Reject, read_jsonl, read_records, write_jsonl, write_records
 from selftaught.rows import arrow_schema
 
 log = logging.getLogger("selftaught.store")
@@ -32,6 +34,7 @@ log = logging.getLogger("selftaught.store")
 MARKER = "_COMPLETE.json"
 MANIFEST = "manifest.jsonl"
 DATA, FAILURES = "data", "failures"
+INPUT, REJECTED = "input", "rejected.jsonl"  # a stage that reads a user file: its input shards, unusable rows
 
 
 def shard_name(i: int) -> str:
@@ -98,6 +101,36 @@ class StageDir:
         data, fails = self.shard_files(i)
         write_records(data, rows, arrow_schema(row_type) if row_type is not None else None)
         write_jsonl(fails, failures)
+
+    def write_inputs(self, items: Iterable[Any], shard_size: int, rejects: Optional[list[dict]] = None) -> list[Path]:
+        """A user file's rows as this stage's input shards (``input/part-NNNNN.parquet``, rewritten on
+        each run: the same rows, cut the same way) and its rejects (``io.Reject`` items, plus ``rejects``
+        already as ``{source, reason, snippet}``) in ``rejected.jsonl``."""
+        paths: list[Path] = []
+        buf: list[dict] = []
+        rejects = list(rejects or [])
+
+        def flush() -> None:
+            paths.append(self.root / INPUT / f"{shard_name(len(paths))}.parquet")
+            write_records(paths[-1], buf)
+            buf.clear()
+
+        for x in items:
+            if isinstance(x, Reject):
+                rejects.append({"source": f"{x.file}:{x.line}", "reason": x.reason, "snippet": x.snippet})
+                continue
+            buf.append(x)
+            if len(buf) == shard_size:
+                flush()
+        if buf:
+            flush()
+        write_jsonl(self.root / REJECTED, rejects)
+        return paths
+
+    def rejected(self) -> dict:
+        """What ``write_inputs`` set aside: ``{rejected_lines, rejected_by_reason}`` for the summary."""
+        reasons = Counter(r["reason"] for r in read_jsonl(self.root / REJECTED))
+        return {"rejected_lines": sum(reasons.values()), "rejected_by_reason": dict(reasons.most_common())}
 
     def commit(self, entry: dict) -> None:
         atomic.append_line(self.root / MANIFEST, json.dumps(entry, default=str))

@@ -10,7 +10,7 @@ from selftaught import compose, rows
 from selftaught.config import stage_names
 from selftaught.driver import Run
 from selftaught.prompts import load_template
-from selftaught.stages import EVAL, PIPELINE, load
+from selftaught.stages import EVAL, GRADES, PIPELINE, VERDICTS, load
 from selftaught.stages.base import OK, StageSpec, Upstream
 from selftaught.store import RoundStore
 
@@ -23,15 +23,15 @@ def test_until_names_the_declared_stages():
 
 def test_every_stage_declares_a_row_type_config_and_loadable_templates():
     cfg = compose(["tracking.mode=disabled"])
-    for spec in PIPELINE + (EVAL,):
+    for spec in PIPELINE + (EVAL, VERDICTS, GRADES):
         assert spec.row_type is not None and getattr(rows, spec.row_type.__name__) is spec.row_type, spec.name
         assert typing.is_typeddict(spec.row_type), spec.name
         assert (spec.process is None) == (spec.items is not None), f"{spec.name}: process xor items"
         for name in spec.templates(spec.config(cfg, Upstream(1))):
             assert load_template(name).id
-    engines = {s.name: s.engine for s in PIPELINE + (EVAL,)}
+    engines = {s.name: s.engine for s in PIPELINE + (EVAL, VERDICTS, GRADES)}
     assert engines == {"load": None, "categorize": "generator", "select": None, "pairs": "generator",
-                       "judge": "judge", "sft_data": None, "eval": "judge"}
+                       "judge": "judge", "sft_data": None, "eval": "judge", "verdicts": "judge", "grades": "judge"}
 
 
 def _shout(records: list[dict], engine, ctx, c) -> list[dict]:

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from selftaught import eval_data, io
+from selftaught import eval_data
 from selftaught.config import EvalConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
@@ -221,30 +221,21 @@ def format_metrics(m: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-REJECTED = "rejected.jsonl"  # eval rows that could not be read (file:line, reason), beside the stage's shards
-
-
 def inputs(cfg: EvalConfig, sd: StageDir, shard_size: int) -> list[Path]:
-    """The eval pairs as the stage's input shards (rewritten each time: the same rows, cut the same way)."""
+    """The eval pairs as the stage's input shards; unreadable rows in ``rejected.jsonl``."""
     pairs_, rejects = eval_data.load_eval_sets(cfg)
-    paths = []
-    for j in range(0, len(pairs_), shard_size):
-        paths.append(sd.root / "input" / f"part-{j // shard_size:05d}.parquet")
-        io.write_records(paths[-1], pairs_[j: j + shard_size])
-    io.write_jsonl(sd.root / REJECTED, rejects)
-    return paths
+    return sd.write_inputs(pairs_, shard_size, rejects)
 
 
 def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
     """The metrics need every (pair, order) of a set together (bootstrap over pairs), so they come from
     the stage's rows once its shards are committed; eval sets are bounded, unlike the data."""
     m = metrics(sd.rows() + sd.failures())
-    rejected = Counter(r["reason"] for r in io.read_jsonl(sd.root / REJECTED))
+    skipped = sd.rejected()
     print(f"\neval, round {ctx.round} ({ctx.model_path}):\n{format_metrics(m)}", flush=True)
-    if rejected:  # MT-Bench tie votes land here, counted, never in an accuracy
-        print(f"not judged: {dict(rejected.most_common())}", flush=True)
-    return {"model": ctx.model_path, "metrics": m, "rejected_lines": sum(rejected.values()),
-            "rejected_by_reason": dict(rejected.most_common())}
+    if skipped["rejected_lines"]:  # MT-Bench tie votes land here, counted, never in an accuracy
+        print(f"not judged: {skipped['rejected_by_reason']}", flush=True)
+    return {"model": ctx.model_path, "metrics": m, **skipped}
 
 
 SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),

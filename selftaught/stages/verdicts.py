@@ -15,7 +15,6 @@ or in-process), so a rerun resumes at its first uncommitted shard.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,6 @@ from selftaught.stages.judge import JudgeDecoding, budget, both_orders, sample
 
 STAGE = "verdicts"
 A, B, TIE = "response_a", "response_b", "tie"
-REJECTED = "rejected.jsonl"
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,9 @@ def judging(cfg: RunConfig, up: Upstream) -> Judging:
     from selftaught.config import constrained
 
     f, c = cfg.judge_file, cfg.judge_file.constrained
-    path = f.path if not f.path or f.path.startswith(io.BUILTIN) else os.path.abspath(os.path.expanduser(f.path))
     # Where the outputs go is not what they depend on: left out of the hash.
-    return Judging(replace(f, path=path, out_dir=None, dpo_out=None), eval_config(cfg), constrained(cfg) if c is None else c)
+    return Judging(replace(f, path=io.input_path(f.path), out_dir=None, dpo_out=None), eval_config(cfg),
+                   constrained(cfg) if c is None else c)
 
 
 def prompt_instruction(instruction: str, reference: Optional[str]) -> str:
@@ -142,31 +140,11 @@ def summarize(st: dict, c: Judging) -> dict:
 
 
 def inputs(c: Judging, sd, shard_size: int) -> list[Path]:
-    """The user's pairs as input shards (rewritten on each run: the same rows, cut the same way)."""
-    paths, buf, rejects = [], [], []
-
-    def flush() -> None:
-        paths.append(sd.root / "input" / f"part-{len(paths):05d}.parquet")
-        io.write_records(paths[-1], buf)
-        buf.clear()
-
-    for x in io.iter_response_pairs(c.file):
-        if isinstance(x, io.Reject):
-            rejects.append({"source": f"{x.file}:{x.line}", "reason": x.reason, "snippet": x.snippet})
-            continue
-        buf.append(x)
-        if len(buf) == shard_size:
-            flush()
-    if buf:
-        flush()
-    io.write_jsonl(sd.root / REJECTED, rejects)
-    return paths
+    return sd.write_inputs(io.iter_response_pairs(c.file), shard_size)
 
 
 def finalize(sd, c: Judging, ctx: StageContext) -> dict:
-    rejected = io.read_jsonl(sd.root / REJECTED)
-    return {"model": ctx.model_path, "file": c.file.path, "rejected_lines": len(rejected),
-            "rejected_by_reason": dict(Counter(r["reason"] for r in rejected))}
+    return {"model": ctx.model_path, "file": c.file.path, **sd.rejected()}
 
 
 def format_summary(s: dict) -> str:

@@ -1,0 +1,176 @@
+"""Absolute grading (Prometheus direct assessment): a response scored 1-5 against a rubric.
+
+``selftaught judge judge_file.mode=absolute`` runs this stage on a file of single responses. The
+judge writes a feedback, then ``[RESULT] n``; the parser (``parsing.parse_score``) is strict, and an
+unparsed grading is a score of None with its reason, never a guess. With constrained decoding the
+feedback is generated up to ``[RESULT]`` and the score is a forced one-token choice among 1..5 whose
+log-probabilities also give ``expected_score`` (the probability-weighted mean, a finer signal than
+the argmax). Rows with a human score get Pearson and Spearman correlations, each with its 95%
+bootstrap interval over items.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from selftaught import io
+from selftaught.config import EvalConfig, JudgeFileConfig, RunConfig, eval_config
+from selftaught.engines import Constraint, Engine, GenRequest, Sampling
+from selftaught.parsing import RESULT_MARKER, SCORES, parse_score
+from selftaught.prompts import PROMPTS_DIR, Template, load_template
+from selftaught.rows import Grade
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
+from selftaught.stats import bootstrap_correlation, pearson, spearman
+
+STAGE = "grades"
+DEFAULT_RUBRIC = (PROMPTS_DIR / "default_rubric.txt").read_text(encoding="utf-8").strip()
+_SCORE_CHOICE = Constraint(tokens=tuple(str(s) for s in SCORES))
+SCORE_ROOM = 8  # tokens the forced "[RESULT] n" takes after the feedback
+
+
+@dataclass(frozen=True)
+class Grading:
+    file: JudgeFileConfig
+    eval: EvalConfig  # token budget and frequency penalty of the feedback (greedy)
+    constrained: bool
+
+
+def grading(cfg: RunConfig, up: Upstream) -> Grading:
+    from selftaught.config import constrained
+
+    f, c = cfg.judge_file, cfg.judge_file.constrained
+    return Grading(replace(f, path=io.input_path(f.path), out_dir=None, dpo_out=None), eval_config(cfg),
+                   constrained(cfg) if c is None else c)
+
+
+def grade_messages(tpl: Template, row: dict) -> list[dict]:
+    return tpl.messages(instruction=row["instruction"], response=row["response"],
+                        rubric=row.get("rubric") or DEFAULT_RUBRIC, reference=row.get("reference"))
+
+
+def _expected(option_logprobs: Optional[dict[str, float]]) -> Optional[float]:
+    if not option_logprobs:
+        return None
+    ps = {int(k): math.exp(v) for k, v in option_logprobs.items()}
+    z = sum(ps.values())
+    return round(sum(k * p for k, p in ps.items()) / z, 4) if z > 0 else None
+
+
+def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, max_tokens: int, constrained: bool,
+          frequency_penalty: float = 0.0) -> dict[str, dict]:
+    """Greedy gradings: ``{row id: {feedback, score, error, expected_score, tokens, prompt_tokens}}``;
+    rows whose prompt does not fit the context are absent."""
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=max_tokens, frequency_penalty=frequency_penalty,
+                        stop=(RESULT_MARKER,) if constrained else ())
+    reqs = {r["id"]: GenRequest(r["id"], grade_messages(tpl, r), sampling) for r in rows}
+    fitting = [q for q in reqs.values() if fits(engine, q, ctx, extra_tokens=SCORE_ROOM if constrained else 0)]
+    first = {res.id: res for res in engine.generate(fitting)}
+    out = {}
+    if not constrained:
+        for rid, res in first.items():
+            s = parse_score(res.texts[0].strip())
+            out[rid] = {"feedback": s.feedback, "text": res.texts[0].strip(), "score": s.value, "error": s.error,
+                        "expected_score": None, "tokens": res.completion_tokens[0], "prompt_tokens": res.prompt_tokens}
+        return out
+    prefixes = {rid: f"{res.texts[0].split(RESULT_MARKER)[0].strip()} {RESULT_MARKER} ".lstrip() for rid, res in first.items()}
+    second = {res.id: res for res in engine.generate([
+        GenRequest(rid, reqs[rid].messages, Sampling(n=1, temperature=0.0, max_tokens=1), _SCORE_CHOICE,
+                   assistant_prefix=prefixes[rid]) for rid in first])}
+    for rid, res in first.items():
+        text = prefixes[rid] + second[rid].texts[0]
+        s = parse_score(text)
+        out[rid] = {"feedback": s.feedback, "text": text, "score": s.value, "error": s.error,
+                    "expected_score": _expected(second[rid].option_logprobs),
+                    "tokens": res.completion_tokens[0] + second[rid].completion_tokens[0],
+                    "prompt_tokens": res.prompt_tokens}
+    return out
+
+
+def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Grading) -> list[dict]:
+    tpl = load_template(c.file.absolute_template)
+    ctx = replace(ctx, constrained=c.constrained)
+    graded = grade(rows, engine, ctx, tpl, c.eval.max_tokens, c.constrained, c.eval.frequency_penalty)
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=c.eval.max_tokens)
+    out = []
+    for r in rows:
+        row = {k: r.get(k) for k in ("id", "source", "instruction", "response", "rubric", "reference", "human_score")}
+        g = graded.get(r["id"])
+        if g is None:
+            out.append({**row, "status": TOO_LONG})
+            continue
+        out.append({**row, "feedback": g["feedback"], "grading": g["text"], "score": g["score"], "score_error": g["error"],
+                    "expected_score": g["expected_score"], "status": OK,
+                    "grade_meta": provenance(STAGE, ctx, tpl.id, sampling, g["prompt_tokens"], g["tokens"], engine)})
+    return out
+
+
+def shard_stats(rows: list[dict], c: Grading) -> dict:
+    ok = [r for r in rows if r["status"] == OK]
+    return {"graded": len(ok), "parsed": sum(r["score"] is not None for r in ok),
+            "scores": dict(Counter(str(r["score"]) for r in ok if r["score"] is not None)),
+            "score_errors": dict(Counter(r["score_error"] for r in ok if r["score_error"])),
+            "with_human": sum(r.get("human_score") is not None for r in ok)}
+
+
+def summarize(st: dict, c: Grading) -> dict:
+    n, parsed = st.get("graded", 0), st.get("parsed", 0)
+    scores = {s: (st.get("scores") or {}).get(str(s), 0) for s in SCORES}
+    return {"parse_rate": round(parsed / n, 4) if n else None, "scores": scores,
+            "mean_score": round(sum(k * v for k, v in scores.items()) / parsed, 4) if parsed else None,
+            "score_errors": dict(sorted((st.get("score_errors") or {}).items())), "with_human_score": st.get("with_human", 0),
+            "constrained": c.constrained}
+
+
+def correlations(rows: list[dict]) -> dict:
+    """Pearson and Spearman of the judge's scores with the human ones (parsed gradings only), each
+    with its bootstrap interval over items; with constrained decoding also of ``expected_score``."""
+    out: dict = {}
+    for name, key in (("score", "score"), ("expected_score", "expected_score")):
+        pts = [(r[key], r["human_score"]) for r in rows if r.get(key) is not None and r.get("human_score") is not None]
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        for fn in (pearson, spearman):
+            v, ci = fn(xs, ys), bootstrap_correlation(fn, xs, ys)
+            m = f"{fn.__name__}" if name == "score" else f"{fn.__name__}_expected"
+            out[m] = None if v is None else round(v, 4)
+            if ci is not None:
+                out[f"{m}_lo"], out[f"{m}_hi"] = round(ci[0], 4), round(ci[1], 4)
+        out[f"n_{name}"] = len(pts)
+    return out
+
+
+def inputs(c: Grading, sd, shard_size: int) -> list[Path]:
+    return sd.write_inputs(io.iter_graded_responses(c.file), shard_size)
+
+
+def finalize(sd, c: Grading, ctx: StageContext) -> dict:
+    rows = [r for f in sd.data_files() for r in io.read_records(f, ["score", "expected_score", "human_score"])]
+    return {"model": ctx.model_path, "file": c.file.path, **sd.rejected(), "correlation": correlations(rows)}
+
+
+def format_summary(s: dict) -> str:
+    cor = s.get("correlation") or {}
+
+    def ci(m: str) -> str:
+        return f"{cor[m]} [{cor.get(f'{m}_lo')}, {cor.get(f'{m}_hi')}]" if cor.get(m) is not None else "-"
+
+    lines = [f"graded {s['in']} responses of {s.get('file')} with {s.get('model')} ({s['seconds']} s, "
+             f"{s['prompt_tokens']} prompt + {s['completion_tokens']} completion tokens)",
+             f"  scores {s.get('scores')}  mean {s.get('mean_score')}  parse rate {s.get('parse_rate')} "
+             f"{s.get('score_errors') or ''}  failed {s['failed']}  rejected lines {s.get('rejected_lines', 0)}"]
+    if cor:
+        lines.append(f"  vs human scores (n={cor.get('n_score')}): pearson {ci('pearson')}  spearman {ci('spearman')}"
+                     + (f"  expected-score pearson {ci('pearson_expected')}" if "pearson_expected" in cor else ""))
+    for k, p in (s.get("outputs") or {}).items():
+        lines.append(f"  {k}: {p}")
+    return "\n".join(lines)
+
+
+SPEC = StageSpec(name=STAGE, row_type=Grade, process=process, engine="judge", meta_fields=("grade_meta",),
+                 config=grading, templates=lambda c: (c.file.absolute_template,), inputs=inputs, finalize=finalize,
+                 hash_extra=lambda cfg: io.file_fingerprint(cfg.judge_file.path), shard_stats=shard_stats,
+                 summarize=summarize, describe=lambda c: "absolute, 1-5")
