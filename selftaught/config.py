@@ -47,7 +47,7 @@ RECIPE_CATEGORIES = [
 
 EMBEDDED_MODEL = "embedded:smollm2"
 JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
-EVAL_MODES = ("constrained", "free")
+EVAL_MODES = ("constrained", "free", "absolute")
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
 DATA_FORMATS = ("auto", "jsonl", "json", "parquet")
 TRACKING_BACKENDS = ("wandb", "none")
@@ -450,7 +450,10 @@ class EvalConfig(BaseConfig):
     # Decodings to evaluate (each reported on its own): constrained (forced one-token verdict) and
     # free (no constraint, strict parse). Constrained also reports calibrated_accuracy: each pair's
     # verdict log-odds averaged over both orders, i.e. with the position bias removed.
+    # absolute (opt-in): each answer of a pair graded 1-5 alone (absolute_template, the general rubric);
+    # the pair is right when the better answer scores strictly higher (score_accuracy).
     modes: list[str] = field(default_factory=lambda: ["constrained", "free"])
+    absolute_template: str = "absolute"
     limit: Optional[int] = None  # pairs per file
     max_tokens: int = 256  # reasoning budget; greedy decoding
     frequency_penalty: float = 0.0

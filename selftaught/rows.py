@@ -171,6 +171,10 @@ class Evaluated(TypedDict, total=False):
     majority_correct: Optional[bool]
     eval_meta: Optional[Provenance]
     status: str
+    score_chosen: Optional[int]  # mode "absolute": each answer graded 1-5 alone (``stages.grades``)
+    score_rejected: Optional[int]
+    expected_chosen: Optional[float]
+    expected_rejected: Optional[float]
     group: Optional[str]  # best-of-n items: see ``EvalPair``
     cand_a: Optional[int]
     cand_b: Optional[int]

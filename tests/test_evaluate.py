@@ -238,3 +238,26 @@ def test_a_hub_set_is_cached_once_as_parquet_and_read_like_a_file(tmp_path, monk
     assert len(pairs) == 6 and rejects == [] and pairs[0]["subset"] == "Factuality"
     with pytest.raises(FileNotFoundError, match=r"split 'dev' not in \['test'\]; set eval.sets.0.split"):
         eval_files(EvalSetConfig(path="allenai/reward-bench-2", split="dev"))
+
+
+def test_absolute_mode_grades_each_answer_alone(tmp_path, tiny_model_path):
+    """eval.modes with "absolute": one row per pair, both answers graded 1-5 on the real (tiny) engine;
+    score_accuracy counts a pair right only when the better answer scores strictly higher."""
+    from selftaught import compose, evaluate
+    from selftaught.io import read_records
+
+    cfg = compose([f"model.path={tiny_model_path}", f"output_dir={tmp_path}", "name=abs", "engine=hf",
+                   "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.limit=4",
+                   "eval.modes=[constrained,absolute]", "tracking.mode=disabled"])
+    s = evaluate(cfg)
+    assert s["in"] == 4 * (2 + 1) and s["out"] == 12
+    a = s["metrics"]["absolute"]["demo_eval"]
+    rows = [r for r in read_records(tmp_path / "abs" / "standalone" / "eval" / "data") if r["mode"] == "absolute"]
+    assert len(rows) == 4 and a["pairs"] == 4 and a["parse_failure_rate"] == 0.0  # constrained: scores always parse
+    for r in rows:
+        assert r["score_chosen"] in range(1, 6) and r["score_rejected"] in range(1, 6)
+        assert r["correct"] == (r["score_chosen"] > r["score_rejected"])
+    assert a["score_accuracy"] == sum(r["correct"] for r in rows) / 4
+    assert a["score_tie_rate"] == sum(r["score_chosen"] == r["score_rejected"] for r in rows) / 4
+    assert "expected_score_accuracy" in a and "score_accuracy_lo" in a
+    assert s["metrics"]["constrained"]["demo_eval"]["pairs"] == 4  # the pairwise modes are unchanged

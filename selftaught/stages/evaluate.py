@@ -15,6 +15,8 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - ``calibrated_accuracy`` (constrained): the pair's verdict log-odds averaged over its two orders
   decide, i.e. the position bias is removed (contextual calibration); needs no extra decoding
 - ``degenerate_rate``: judgments with more than half of their 4-grams repeated
+- mode ``absolute``: ``score_accuracy`` (each answer graded 1-5 alone; the better one scores strictly
+  higher; a tie or an unparsed score is wrong), ``score_tie_rate``, ``expected_score_accuracy``
 - ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
   among the item's n candidates; chance 1/n (``best_of_n_chance``)
 """
@@ -28,15 +30,17 @@ from typing import Optional
 from selftaught import eval_data
 from selftaught.config import EvalConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
-from selftaught.engines import Engine
+from selftaught.engines import Engine, Sampling
 from selftaught.prompts import load_template
 from selftaught.rows import Evaluated
+from selftaught.stages import grades
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
 from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
 
 STAGE = "eval"
+ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
@@ -60,8 +64,8 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
                          "order": order, "gold": gold, "instruction": p["instruction"],
                          "answer_a": item.answer_a, "answer_b": item.answer_b,
                          **{k: p[k] for k in BEST_OF_N_FIELDS if p.get(k) is not None}})
-    rows = []
-    for mode in cfg.modes:
+    rows = _absolute(pairs, engine, ctx, cfg) if ABSOLUTE in cfg.modes else []
+    for mode in pairwise_modes(cfg):
         greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
                                max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
         mode_ctx = replace(ctx, constrained=greedy.constrained)  # provenance: this mode's decoding
@@ -92,6 +96,54 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
             )
             rows.append(row)
     return rows
+
+
+def pairwise_modes(cfg: EvalConfig) -> list[str]:
+    return [m for m in cfg.modes if m != ABSOLUTE]
+
+
+def _absolute(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfig) -> list[dict]:
+    """Mode "absolute": one row per pair (best-of-n round robins: the pairs with the correct candidate),
+    each answer graded alone; right when the better one scores strictly higher."""
+    tpl = load_template(cfg.absolute_template)
+    pairs = [p for p in pairs if p.get("scored") is not False]
+    items = [{"id": f"{p['eval_id']}/{side}", "instruction": p["instruction"], "response": p[side]}
+             for p in pairs for side in ("chosen", "rejected")]
+    graded = grades.grade(items, engine, ctx, tpl, cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
+    rows = []
+    for p in pairs:
+        row = {"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
+               "order": ABSOLUTE, "gold": "A", "mode": ABSOLUTE, "instruction": p["instruction"],
+               "answer_a": p["chosen"], "answer_b": p["rejected"]}
+        c, r = graded.get(f"{p['eval_id']}/chosen"), graded.get(f"{p['eval_id']}/rejected")
+        if c is None or r is None:
+            rows.append({**row, "status": TOO_LONG, "verdict": None, "correct": None})
+            continue
+        sc, sr = c["score"], r["score"]
+        verdict = None if sc is None or sr is None or sc == sr else ("A" if sc > sr else "B")
+        ec, er = c["expected_score"], r["expected_score"]
+        rows.append({**row, "status": OK, "judgment": f"[chosen] {c['text']}\n\n[rejected] {r['text']}",
+                     "verdict": verdict, "correct": verdict == "A", "error": c["error"] or r["error"],
+                     "score_chosen": sc, "score_rejected": sr, "expected_chosen": ec, "expected_rejected": er,
+                     "margin": None if ec is None or er is None else round(ec - er, 4),
+                     "eval_meta": provenance(STAGE, ctx, tpl.id, sampling, c["prompt_tokens"] + r["prompt_tokens"],
+                                             c["tokens"] + r["tokens"], engine)})
+    return rows
+
+
+def _absolute_metrics(rows: list[dict]) -> dict:
+    """Mode "absolute": the pair is the unit (Wilson intervals)."""
+    ok = [r for r in rows if r["status"] == OK]
+    parsed = [r for r in ok if r["score_chosen"] is not None and r["score_rejected"] is not None]
+    m: dict = {"pairs": len(ok), "skipped_too_long": sum(r["status"] == TOO_LONG for r in rows)}
+    _rate(m, "score_accuracy", sum(bool(r["correct"]) for r in ok), len(ok))  # a tie or an unparsed score is wrong
+    _rate(m, "score_tie_rate", sum(r["score_chosen"] == r["score_rejected"] for r in parsed), len(ok))
+    _rate(m, "parse_failure_rate", len(ok) - len(parsed), len(ok))
+    expected = [r for r in ok if r.get("margin") is not None]
+    if expected:
+        _rate(m, "expected_score_accuracy", sum(r["margin"] > 0 for r in expected), len(expected))
+    return m
 
 
 def _with_ci(m: dict, name: str, value: Optional[float], ci: Optional[tuple[float, float]]) -> None:
@@ -184,14 +236,15 @@ def metrics(rows: list[dict]) -> dict[str, dict[str, dict]]:
         for r in mode_rows:
             by_set[r["set"]].append(r)
         groups: dict[str, dict] = {}
+        group_metrics = _absolute_metrics if mode == ABSOLUTE else _group_metrics
         for name, set_rows in sorted(by_set.items()):
-            groups[name] = _group_metrics(set_rows)
+            groups[name] = group_metrics(set_rows)
             subsets: dict[str, list[dict]] = defaultdict(list)
             for r in set_rows:
                 subsets[r["subset"]].append(r)
             if len(subsets) > 1:
                 for sub, sub_rows in sorted(subsets.items()):
-                    groups[f"{name}/{sub}"] = _group_metrics(sub_rows)
+                    groups[f"{name}/{sub}"] = group_metrics(sub_rows)
         out[mode] = groups
     return out
 
@@ -203,7 +256,8 @@ def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float
 
 
 COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate",
-           "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy")
+           "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy", "score_accuracy", "score_tie_rate",
+           "expected_score_accuracy")
 
 
 def format_metrics(m: dict[str, dict[str, dict]]) -> str:
@@ -239,8 +293,9 @@ def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),
-                 rows_per_input=lambda c: len(ORDERS) * len(c.modes),
+                 rows_per_input=lambda c: len(ORDERS) * len(pairwise_modes(c)) + (ABSOLUTE in c.modes),
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
-                 config=lambda cfg, up: eval_config(cfg), templates=lambda c: (c.template,),
+                 config=lambda cfg, up: eval_config(cfg),
+                 templates=lambda c: (c.template,) + ((c.absolute_template,) if ABSOLUTE in c.modes else ()),
                  hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
                  describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")
