@@ -98,4 +98,3 @@ def merged(entries: list[dict]) -> dict:
         merge_stats(tot, {k: e[k] for k in ("in", "out", "failed", "failures", "prompt_tokens", "completion_tokens")})
         merge_stats(tot.setdefault("stats", {}), e.get("stats") or {})
     return tot
-

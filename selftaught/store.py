@@ -20,9 +20,9 @@ import json
 import logging
 import shutil
 import time
-from pathlib import Path
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Optional
 
 from selftaught import atomic

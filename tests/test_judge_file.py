@@ -156,3 +156,17 @@ def test_majority_of_both_orders_decides(tmp_path, tiny_model_path):
         expected = A if r["votes_a"] > r["votes_b"] else B if r["votes_b"] > r["votes_a"] else TIE
         assert r["decided_by"] == "majority" and r["winner"] == expected
     assert rows[0]["verdict_meta"]["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_judge_and_grade_on_the_ray_engine_pool(tmp_path, tiny_model_path):
+    """The default path (ray.enabled=true): the stages run on Ray Data engine actors like the loop's."""
+    _write(tmp_path / "pairs.jsonl", ROWS[:2])
+    s = judge(_cfg(tmp_path, tiny_model_path, name="ray", **{"ray.enabled": "true", "ray.concurrency": 1}))
+    assert (s["in"], s["out"], s["failed"]) == (2, 2, 0) and sum(s["winners"].values()) == 2
+    (tmp_path / "resp.jsonl").write_text("".join(json.dumps({"instruction": r["instruction"], "response": r["response_a"],
+                                                             "score": 3}) + "\n" for r in ROWS[:2]))
+    g = judge(_cfg(tmp_path, tiny_model_path, name="rayg", **{
+        "ray.enabled": "true", "ray.concurrency": 1, "judge_file.mode": "absolute", "judge_file.decide": "tie",
+        "judge_file.dpo_out": "null", "judge_file.path": tmp_path / "resp.jsonl"}))
+    assert (g["in"], g["out"], g["parse_rate"]) == (2, 2, 1.0)
