@@ -28,7 +28,8 @@ def evaluate(cfg):
 
 def judge(cfg):
     """Decide ``cfg.judge_file.path``'s response pairs with the judge at ``cfg.model.path`` (both
-    orders, debiased); writes verdicts, a summary and optional DPO rows; returns the summary."""
+    orders, debiased), or grade its responses 1-5 (``judge_file.mode=absolute``); writes the rows, a
+    summary and optional DPO rows; returns the summary."""
     from selftaught.driver import judge_pairs
 
     return judge_pairs(cfg)

@@ -7,6 +7,7 @@
     selftaught eval model.path=/abs/model eval=llmbar   # evaluate one judge, nothing else
     selftaught judge model.path=/abs/model judge_file.path=pairs.jsonl [judge_file.dpo_out=dpo.jsonl]
                                                 # decide a file of response pairs, both orders
+    selftaught judge judge_file.mode=absolute judge_file.path=responses.jsonl   # grade responses 1-5
     selftaught submit --address http://head:8265 --storage /abs/shared/runs -- rounds=2 cluster=gpu_node
                                                 # the same run as a Ray job (see distributed/submit.py)
 

@@ -482,7 +482,8 @@ class EvalConfig(BaseConfig):
 
 @dataclass
 class JudgeFileConfig(BaseConfig):
-    """``selftaught judge``: the judge (``model.path``) decides a file of response pairs, both orders."""
+    """``selftaught judge``: the judge (``model.path``) decides a file of response pairs in both orders,
+    or (``mode=absolute``) grades a file of responses 1-5 against a rubric."""
 
     KEY: ClassVar[str] = "judge_file"
     path: Optional[str] = None  # jsonl | json | parquet of pairs (or of responses); required by `selftaught judge`

@@ -445,25 +445,27 @@ def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
             "candidates": cands, "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
 
 
-def rubric_text(row: dict, dotted: Optional[str]) -> Union[Optional[str], Reject]:
-    """A row's rubric as the judge reads it: a string as is; ``{criteria, score1_description..
-    score5_description}`` (or Feedback-Collection's top-level ``orig_criteria``, ``orig_score1_description``..)
-    rendered one score per line; None when the row has none (the shipped general rubric applies)."""
+def rubric_text(row: dict, dotted: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """(the row's rubric as the judge reads it, error). A string as is; ``{criteria,
+    score1_description..score5_description}`` (or Feedback-Collection's top-level ``orig_criteria``,
+    ``orig_score1_description``..) rendered one score per line; None when the row has none (the
+    shipped general rubric applies)."""
     v = get_field(row, dotted) if dotted else _MISSING
-    parts = None
     if isinstance(v, str) and v.strip():
-        return v.strip()
+        return v.strip(), None
     if isinstance(v, dict):
         parts = (v.get("criteria"), [v.get(f"score{i}_description") for i in range(1, 6)])
     elif (v is _MISSING or v is None) and isinstance(row.get("orig_criteria"), str):
         parts = (row["orig_criteria"], [row.get(f"orig_score{i}_description") for i in range(1, 6)])
     elif v is _MISSING or v is None:
-        return None
-    if parts is None or not isinstance(parts[0], str) or not all(isinstance(d, str) and d.strip() for d in parts[1]):
-        return Reject("", 0, f"field {dotted!r}: a rubric is a string or {{criteria, score1_description..score5_description}}", "")
+        return None, None
+    else:
+        parts = (None, [])
+    if not isinstance(parts[0], str) or not all(isinstance(d, str) and d.strip() for d in parts[1]):
+        return None, f"field {dotted!r}: a rubric is a string or {{criteria, score1_description..score5_description}}"
     criteria = parts[0].strip()
     return "\n".join([criteria if criteria.startswith("[") else f"[{criteria}]"]
-                     + [f"Score {i}: {d.strip()}" for i, d in enumerate(parts[1], 1)])
+                      + [f"Score {i}: {d.strip()}" for i, d in enumerate(parts[1], 1)]), None
 
 
 def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
@@ -479,9 +481,9 @@ def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[
         errors = [e for e in (err, err_r) if e]
         if errors:
             return "; ".join(errors)
-        rubric = rubric_text(row, cfg.rubric_field)
-        if isinstance(rubric, Reject):
-            return rubric.reason
+        rubric, err = rubric_text(row, cfg.rubric_field)
+        if err:
+            return err
         ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
         if ref is not _MISSING and ref is not None and not isinstance(ref, str):
             return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
@@ -553,8 +555,9 @@ def write_records(path: PathLike, records: list[dict], schema=None) -> None:
     Nested dicts become structs whose keys are unioned the same way.
 
     ``schema`` (a stage's ``rows.arrow_schema``): its columns come first, in its types (absent ones
-    as nulls), then any others as inferred. No rows: a file with the schema and no row group, which
-    ``datasets.load_dataset("parquet", ...)`` loads as an empty split with its columns."""
+    as nulls), then any others as inferred. No rows: a file with the schema and no row group (a
+    0-row row group makes ``datasets`` fail on "BatchSize must be greater than 0"); pyarrow reads it
+    as an empty table with its columns, ``datasets`` streamed as an empty split with its features."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

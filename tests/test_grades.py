@@ -39,14 +39,15 @@ def test_score_parser_never_invents_a_score(text, score, error):
 
 
 def test_rubrics_string_object_feedback_collection_and_default():
-    assert rubric_text({"rubric": " Is it kind? "}, "rubric") == "Is it kind?"
+    assert rubric_text({"rubric": " Is it kind? "}, "rubric") == ("Is it kind?", None)
     obj = {"criteria": "Is it correct?", **{f"score{i}_description": f"d{i}" for i in range(1, 6)}}
-    assert rubric_text({"rubric": obj}, "rubric") == "[Is it correct?]\n" + "\n".join(f"Score {i}: d{i}" for i in range(1, 6))
+    assert rubric_text({"rubric": obj}, "rubric")[0] == "[Is it correct?]\n" + "\n".join(f"Score {i}: d{i}" for i in range(1, 6))
     fc = {"orig_criteria": "[Is it correct?]", **{f"orig_score{i}_description": f"d{i}" for i in range(1, 6)}}
-    assert rubric_text(fc, "rubric").startswith("[Is it correct?]\nScore 1: d1")
-    assert rubric_text({}, "rubric") is None  # the shipped general rubric applies
-    assert rubric_text({"rubric": {"criteria": "x", "score1_description": "only one"}}, "rubric").reason.startswith(
-        "field 'rubric': a rubric is a string or")
+    assert rubric_text(fc, "rubric")[0].startswith("[Is it correct?]\nScore 1: d1")
+    assert rubric_text({}, "rubric") == (None, None)  # the shipped general rubric applies
+    for bad in ({"criteria": "x", "score1_description": "only one"}, 7):
+        text, err = rubric_text({"rubric": bad}, "rubric")
+        assert text is None and err.startswith("field 'rubric': a rubric is a string or")
     assert DEFAULT_RUBRIC.startswith("[") and "Score 5:" in DEFAULT_RUBRIC
 
 
