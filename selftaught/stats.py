@@ -113,25 +113,15 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     return pearson(ranks(xs), ranks(ys)) if len(xs) == len(ys) else None
 
 
-def bootstrap_correlation(fn, xs: Sequence[float], ys: Sequence[float], n_boot: int = 2000, seed: int = 0,
-                          level: float = 0.95) -> Optional[Interval]:
-    """Percentile bootstrap interval of ``fn(xs, ys)`` (``pearson`` / ``spearman``), resampling items;
-    resamples where it is undefined are skipped. None with fewer than 3 items."""
-    n = len(xs)
-    if n < 3 or fn(xs, ys) is None:
+def correlation_interval(r: Optional[float], n: int, rank: bool = False, z: float = Z95) -> Optional[Interval]:
+    """95% interval of a correlation by Fisher's z: ``tanh(atanh(r) +- z * se)``, se = 1/sqrt(n-3)
+    (Pearson) or sqrt(1.06/(n-3)) (Spearman, Fieller et al. 1957). None below 4 items, where it is
+    undefined (a bootstrap there resamples 3 points and reports nonsense)."""
+    if r is None or n < 4:
         return None
-    rng = random.Random(seed)
-    stats = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        r = fn([xs[i] for i in idx], [ys[i] for i in idx])
-        if r is not None:
-            stats.append(r)
-    if not stats:
-        return None
-    stats.sort()
-    alpha = (1.0 - level) / 2.0
-    return _quantile(stats, alpha), _quantile(stats, 1.0 - alpha)
+    se = math.sqrt((1.06 if rank else 1.0) / (n - 3))
+    zr = math.atanh(max(-1 + 1e-12, min(1 - 1e-12, r)))
+    return math.tanh(zr - z * se), math.tanh(zr + z * se)
 
 
 def fmt_ci(value: Optional[float], lo: Optional[float] = None, hi: Optional[float] = None,

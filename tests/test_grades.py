@@ -9,7 +9,7 @@ from selftaught import compose, judge
 from selftaught.io import iter_graded_responses, read_jsonl, rubric_text
 from selftaught.parsing import parse_score
 from selftaught.stages.grades import DEFAULT_RUBRIC, correlations
-from selftaught.stats import pearson, ranks, spearman
+from selftaught.stats import correlation_interval, pearson, ranks, spearman
 
 
 @pytest.mark.parametrize("text,score,error", [
@@ -76,6 +76,12 @@ def test_correlations_match_numpy_and_carry_intervals():
     assert c["n_score"] == 8 and c["pearson_lo"] <= c["pearson"] <= c["pearson_hi"]
     assert c["spearman_lo"] <= c["spearman"] <= c["spearman_hi"] and "pearson_expected" in c
     assert correlations([{"score": None, "expected_score": None, "human_score": 3}]) == {}
+    # Fisher z: r = 0.5 at n = 28 -> se 0.2, atanh(0.5) = 0.5493 -> tanh(0.5493 -+ 0.392) = [0.156, 0.736]
+    lo, hi = correlation_interval(0.5, 28)
+    assert (round(lo, 3), round(hi, 3)) == (0.156, 0.736)
+    assert correlation_interval(0.5, 3) is None  # 3 items: no interval rather than a meaningless one
+    wide = correlation_interval(0.5, 28, rank=True)
+    assert wide[0] < lo and wide[1] > hi
 
 
 def test_absolute_mode_on_a_real_engine(tmp_path, tiny_model_path):

@@ -6,7 +6,7 @@ unparsed grading is a score of None with its reason, never a guess. With constra
 feedback is generated up to ``[RESULT]`` and the score is a forced one-token choice among 1..5 whose
 log-probabilities also give ``expected_score`` (the probability-weighted mean, a finer signal than
 the argmax). Rows with a human score get Pearson and Spearman correlations, each with its 95%
-bootstrap interval over items.
+Fisher-z interval (none below 4 items).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from selftaught.parsing import RESULT_MARKER, SCORES, parse_score
 from selftaught.prompts import PROMPTS_DIR, Template, load_template
 from selftaught.rows import Grade
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
-from selftaught.stats import bootstrap_correlation, pearson, spearman
+from selftaught.stats import correlation_interval, pearson, spearman
 
 STAGE = "grades"
 DEFAULT_RUBRIC = (PROMPTS_DIR / "default_rubric.txt").read_text(encoding="utf-8").strip()
@@ -126,7 +126,7 @@ def summarize(st: dict, c: Grading) -> dict:
 
 def correlations(rows: list[dict]) -> dict:
     """Pearson and Spearman of the judge's scores with the human ones (parsed gradings only), each
-    with its bootstrap interval over items; with constrained decoding also of ``expected_score``."""
+    with its Fisher-z interval; with constrained decoding also of ``expected_score``."""
     out: dict = {}
     for name, key in (("score", "score"), ("expected_score", "expected_score")):
         pts = [(r[key], r["human_score"]) for r in rows if r.get(key) is not None and r.get("human_score") is not None]
@@ -134,7 +134,8 @@ def correlations(rows: list[dict]) -> dict:
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         for fn in (pearson, spearman):
-            v, ci = fn(xs, ys), bootstrap_correlation(fn, xs, ys)
+            v = fn(xs, ys)
+            ci = correlation_interval(v, len(pts), rank=fn is spearman)
             m = f"{fn.__name__}" if name == "score" else f"{fn.__name__}_expected"
             out[m] = None if v is None else round(v, 4)
             if ci is not None:
