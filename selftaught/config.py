@@ -519,8 +519,6 @@ class JudgeFileConfig(BaseConfig):
         self._check(self.a_field != self.b_field, "b_field", f"must differ from a_field ({self.a_field!r})")
         self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
         self._check(self.decide in ("tie", "logprob"), "decide", f"must be tie|logprob, got {self.decide!r}")
-        self._check(self.decide != "logprob" or self.constrained is not False, "decide",
-                    "logprob needs constrained decoding (the verdict's log-odds); set judge_file.constrained=true")
         self._check(self.majority_k == 0 or self.majority_k > 1, "majority_k", f"must be 0 (off) or > 1, got {self.majority_k}")
         self._check(self.dpo_out is None or self.dpo_out.endswith((".jsonl", ".parquet")), "dpo_out",
                     f"must end in .jsonl or .parquet, got {self.dpo_out!r}")
@@ -601,6 +599,11 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     for key, budget in (("pairs.max_tokens", cfg.pairs.max_tokens), ("judge.max_tokens", cfg.judge.max_tokens),
                         ("pairs.modify_max_tokens", cfg.pairs.modify_max_tokens), ("eval.max_tokens", cfg.eval.max_tokens)):
         _check(budget < n_ctx, key, f"({budget}) must be < model.max_model_len ({n_ctx})")
+    f = cfg.judge_file
+    # logprob reads the verdict's log-odds: only constrained decoding has them (null: the judge's default).
+    _check(f.decide != "logprob" or (constrained(cfg) if f.constrained is None else f.constrained), "judge_file.decide",
+           "logprob needs constrained decoding (the verdict's log-odds), and this judge decodes free; "
+           "set judge_file.constrained=true")
     _check_deterministic(cfg)
     check_shared_storage(cfg.output_dir, cfg.ray)
     t = cfg.train

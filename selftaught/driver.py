@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from selftaught import eval_data, io
@@ -510,23 +511,18 @@ def judge_pairs(cfg: RunConfig) -> dict:
         raise ConfigError(f"judge_file.path: {path} does not exist (a jsonl, json or parquet file)")
     spec, module = (GRADES, grades) if f.mode == "absolute" else (VERDICTS, verdicts)
     cfg = replace(cfg, rounds=0, until="eval", eval=replace(cfg.eval, enabled=False))
-    r = Run(cfg)
-    c = spec.config(cfg, Upstream(0))
-    if f.decide == "logprob" and not c.constrained:
-        raise ConfigError("judge_file.decide: logprob needs constrained decoding (the verdict's log-odds), and this "
-                          "judge decodes free; set judge_file.constrained=true")
+    r = Run(cfg)  # config.validate: also judge_file.decide against the decoding
     out = judge_file_dir(cfg)
     r.check_cluster(train=False)
     try:
         sd, _, summary = r._stage(spec, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
     finally:
         r.close_engines()
-    rows = _in_file_order(sd)
     paths = {spec.name: out / f"{spec.name}.jsonl", "shards": sd.data_dir, "summary": out / "summary.json"}
-    io.write_jsonl(paths[spec.name], rows)
+    io.write_jsonl(paths[spec.name], _in_file_order(sd))
     if f.dpo_out:
         paths["dpo"] = Path(abspath(f.dpo_out))
-        dpo = verdicts.dpo_rows(rows)
+        dpo = verdicts.dpo_rows(_in_file_order(sd))
         (io.write_records if f.dpo_out.endswith(".parquet") else io.write_jsonl)(paths["dpo"], dpo)
         summary = {**summary, "dpo_rows": len(dpo)}
     summary = {**summary, "outputs": {k: str(v) for k, v in paths.items()}}
@@ -537,10 +533,9 @@ def judge_pairs(cfg: RunConfig) -> dict:
     return summary
 
 
-def _in_file_order(sd: StageDir) -> list[dict]:
-    """The stage's rows and failures, each shard's merged back into the input file's order."""
-    out = []
+def _in_file_order(sd: StageDir) -> Iterator[dict]:
+    """The stage's rows and failures, each shard's merged back into the input file's order; streamed,
+    one shard in memory (the stage itself never holds the file)."""
     for data, fails in zip(sd.data_files(), sd.failure_files()):
         shard = io.read_records(data) + io.read_jsonl(fails)
-        out += sorted(shard, key=lambda r: int(str(r.get("source") or "0").rsplit(":", 1)[-1] or 0))
-    return out
+        yield from sorted(shard, key=lambda r: int(str(r.get("source") or "0").rsplit(":", 1)[-1] or 0))

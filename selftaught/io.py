@@ -346,12 +346,35 @@ def file_fingerprint(path: Optional[str]) -> Optional[list]:
     """What identifies an input file in a stage hash: its absolute path, size and mtime."""
     if not path:
         return None
-    p = resolve_data_path(path, "judge_file.path") if path.startswith(BUILTIN) else os.path.abspath(os.path.expanduser(path))
+    p = input_path(path)
+    if p.startswith(BUILTIN):
+        p = resolve_data_path(p, "judge_file.path")
     st = os.stat(p)
     return [p, st.st_size, st.st_mtime_ns]
 
 
 SAME_ANSWERS = "the two responses are identical"
+
+
+def _judge_file_row(row: dict, cfg, answers: dict[str, str]) -> Union[dict, str]:
+    """What both judge-file readers take from a row: the instruction, the answers (``{key: field}``,
+    kept verbatim), an optional reference and the id; or the reason it cannot be used. Every missing
+    field is named at once, so the message for an unmapped file names every field to map."""
+    instruction, err = _text(row, cfg.instruction_field)
+    errors, texts = [err] if err else [], {}
+    for key, field in answers.items():
+        texts[key], err = _text(row, field, strip=False)
+        errors += [err] if err else []
+    if errors:
+        return "; ".join(errors)
+    ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
+    if ref is not _MISSING and ref is not None and not isinstance(ref, str):
+        return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
+    rid = get_field(row, cfg.id_field) if cfg.id_field else None
+    if isinstance(rid, (dict, list)):
+        return f"field {cfg.id_field!r} is not a scalar id"
+    return {"id": None if rid is _MISSING else rid, "instruction": instruction, **texts,
+            "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None}
 
 
 def iter_response_pairs(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
@@ -363,22 +386,10 @@ def iter_response_pairs(cfg, what: str = "judge_file.path") -> Iterator[Union[di
     def convert(row: dict) -> Union[dict, str]:
         if not row_keys:
             row_keys.extend(str(k) for k in list(row)[:12])
-        instruction, err = _text(row, cfg.instruction_field)
-        a, err_a = _text(row, cfg.a_field, strip=False)
-        b, err_b = _text(row, cfg.b_field, strip=False)
-        errors = [e for e in (err, err_a, err_b) if e]
-        if errors:  # all of them: the message for an unmapped file names every field to map
-            return "; ".join(errors)
-        if a.strip() == b.strip():
+        out = _judge_file_row(row, cfg, {"response_a": cfg.a_field, "response_b": cfg.b_field})
+        if isinstance(out, dict) and out["response_a"].strip() == out["response_b"].strip():
             return SAME_ANSWERS
-        ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
-        if ref is not _MISSING and ref is not None and not isinstance(ref, str):
-            return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
-        rid = get_field(row, cfg.id_field) if cfg.id_field else None
-        if isinstance(rid, (dict, list)):
-            return f"field {cfg.id_field!r} is not a scalar id"
-        return {"id": None if rid is _MISSING else rid, "instruction": instruction, "response_a": a, "response_b": b,
-                "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None}
+        return out
 
     yield from _rows_or_stop(cfg, convert, cfg.limit, what, row_keys)
 
@@ -476,33 +487,22 @@ def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[
     def convert(row: dict) -> Union[dict, str]:
         if not row_keys:
             row_keys.extend(str(k) for k in list(row)[:12])
-        instruction, err = _text(row, cfg.instruction_field)
-        response, err_r = _text(row, cfg.response_field, strip=False)
-        errors = [e for e in (err, err_r) if e]
-        if errors:
-            return "; ".join(errors)
+        out = _judge_file_row(row, cfg, {"response": cfg.response_field})
+        if not isinstance(out, dict):
+            return out
         rubric, err = rubric_text(row, cfg.rubric_field)
         if err:
             return err
-        ref = get_field(row, cfg.reference_field) if cfg.reference_field else None
-        if ref is not _MISSING and ref is not None and not isinstance(ref, str):
-            return f"field {cfg.reference_field!r} is not a string (got {type(ref).__name__})"
-        human = get_field(row, cfg.score_field) if cfg.score_field else None
-        if human is _MISSING or human is None:
-            human = None
-        else:
+        raw = get_field(row, cfg.score_field) if cfg.score_field else None
+        human = None
+        if raw is not _MISSING and raw is not None:
             try:
-                human = float(human) if not isinstance(human, bool) else None
+                human = None if isinstance(raw, bool) else float(raw)
             except (TypeError, ValueError):
                 human = None
             if human is None or not 1 <= human <= 5:
-                return f"field {cfg.score_field!r} must be a score from 1 to 5, got {get_field(row, cfg.score_field)!r}"
-        rid = get_field(row, cfg.id_field) if cfg.id_field else None
-        if isinstance(rid, (dict, list)):
-            return f"field {cfg.id_field!r} is not a scalar id"
-        return {"id": None if rid is _MISSING else rid, "instruction": instruction, "response": response,
-                "rubric": rubric, "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None,
-                "human_score": human}
+                return f"field {cfg.score_field!r} must be a score from 1 to 5, got {raw!r}"
+        return {**out, "rubric": rubric, "human_score": human}
 
     yield from _rows_or_stop(cfg, convert, cfg.limit, what, row_keys)
 

@@ -261,3 +261,18 @@ def test_absolute_mode_grades_each_answer_alone(tmp_path, tiny_model_path):
     assert a["score_tie_rate"] == sum(r["score_chosen"] == r["score_rejected"] for r in rows) / 4
     assert "expected_score_accuracy" in a and "score_accuracy_lo" in a
     assert s["metrics"]["constrained"]["demo_eval"]["pairs"] == 4  # the pairwise modes are unchanged
+
+
+def test_absolute_mode_accounts_for_best_of_n_pairs_without_gold(tmp_path, tiny_model_path):
+    """Absolute mode grades only the pairs with the correct candidate; the others are failures by
+    reason, so out + failed = in for the stage."""
+    from selftaught import compose, evaluate
+    from selftaught.stages.evaluate import NO_GOLD
+
+    _rb2_rows(tmp_path)
+    cfg = compose([f"model.path={tiny_model_path}", f"output_dir={tmp_path}", "name=rb2abs", "engine=hf",
+                   "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.modes=[absolute]",
+                   f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled"])
+    s = evaluate(cfg)
+    assert s["in"] == 12 and s["out"] + s["failed"] == 12
+    assert s["failures"] == {NO_GOLD: 6} and s["metrics"]["absolute"]["rb2"]["pairs"] == 6

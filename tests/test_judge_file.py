@@ -144,6 +144,10 @@ def test_judge_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     with pytest.raises(ConfigError, match="judge_file.decide"):
         compose(["judge_file.decide=logprob", "judge_file.constrained=false"])
+    # null decoding resolves to the judge's default: free for any model but the embedded one
+    with pytest.raises(ConfigError, match="judge_file.decide: logprob needs constrained decoding"):
+        compose(["judge_file.decide=logprob", f"model.path={tmp_path}"])
+    assert compose(["judge_file.decide=logprob"]).judge_file.decide == "logprob"  # the embedded model: constrained
 
 
 def test_majority_of_both_orders_decides(tmp_path, tiny_model_path):

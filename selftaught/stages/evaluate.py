@@ -30,17 +30,18 @@ from typing import Optional
 from selftaught import eval_data
 from selftaught.config import EvalConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
-from selftaught.engines import Engine, Sampling
+from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.rows import Evaluated
 from selftaught.stages import grades
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
-from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, sample
+from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, preferred, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
 
 STAGE = "eval"
 ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
+NO_GOLD = "no gold answer (best-of-n pair of two wrong candidates)"  # absolute mode: not graded
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
@@ -106,12 +107,14 @@ def _absolute(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalCon
     """Mode "absolute": one row per pair (best-of-n round robins: the pairs with the correct candidate),
     each answer graded alone; right when the better one scores strictly higher."""
     tpl = load_template(cfg.absolute_template)
+    unscored = [p for p in pairs if p.get("scored") is False]
     pairs = [p for p in pairs if p.get("scored") is not False]
     items = [{"id": f"{p['eval_id']}/{side}", "instruction": p["instruction"], "response": p[side]}
              for p in pairs for side in ("chosen", "rejected")]
     graded = grades.grade(items, engine, ctx, tpl, cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
-    sampling = Sampling(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
-    rows = []
+    sampling = grades.grade_sampling(cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    rows = [{"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "order": ABSOLUTE, "mode": ABSOLUTE,
+             "status": NO_GOLD} for p in unscored]  # accounted for, not graded
     for p in pairs:
         row = {"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
                "order": ABSOLUTE, "gold": "A", "mode": ABSOLUTE, "instruction": p["instruction"],
@@ -182,8 +185,9 @@ def _best_of_n(m: dict, rows: list[dict]) -> None:
             continue
         votes = Counter({c: 0 for c in range(rs[0]["n_candidates"])})
         for r in rs:
-            if r["verdict"] in ("A", "B"):
-                votes[r["cand_a"] if (r["verdict"] == "A") == (r["order"] == "AB") else r["cand_b"]] += 1
+            i = preferred(r["verdict"], r["order"])
+            if i is not None:
+                votes[(r["cand_a"], r["cand_b"])[i]] += 1
         top = [c for c, v in votes.items() if v == max(votes.values())]
         credits.append(1 / len(top) if 0 in top else 0.0)
         chance.append(1 / rs[0]["n_candidates"])

@@ -12,38 +12,23 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 from selftaught import io
-from selftaught.config import EvalConfig, JudgeFileConfig, RunConfig, eval_config
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
 from selftaught.parsing import RESULT_MARKER, SCORES, parse_score
 from selftaught.prompts import PROMPTS_DIR, Template, load_template
 from selftaught.rows import Grade
-from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
+from selftaught.stages.verdicts import Judging, judging  # the same file knobs, eval budget and decoding
 from selftaught.stats import correlation_interval, pearson, spearman
 
 STAGE = "grades"
 DEFAULT_RUBRIC = (PROMPTS_DIR / "default_rubric.txt").read_text(encoding="utf-8").strip()
 _SCORE_CHOICE = Constraint(tokens=tuple(str(s) for s in SCORES))
 SCORE_ROOM = 8  # tokens the forced "[RESULT] n" takes after the feedback
-
-
-@dataclass(frozen=True)
-class Grading:
-    file: JudgeFileConfig
-    eval: EvalConfig  # token budget and frequency penalty of the feedback (greedy)
-    constrained: bool
-
-
-def grading(cfg: RunConfig, up: Upstream) -> Grading:
-    from selftaught.config import constrained
-
-    f, c = cfg.judge_file, cfg.judge_file.constrained
-    return Grading(replace(f, path=io.input_path(f.path), out_dir=None, dpo_out=None), eval_config(cfg),
-                   constrained(cfg) if c is None else c)
 
 
 def grade_messages(tpl: Template, row: dict) -> list[dict]:
@@ -59,12 +44,17 @@ def _expected(option_logprobs: Optional[dict[str, float]]) -> Optional[float]:
     return round(sum(k * p for k, p in ps.items()) / z, 4) if z > 0 else None
 
 
+def grade_sampling(max_tokens: int, constrained: bool, frequency_penalty: float = 0.0) -> Sampling:
+    """The feedback's decoding (greedy; constrained: it stops at the marker, the score is chosen after)."""
+    return Sampling(n=1, temperature=0.0, max_tokens=max_tokens, frequency_penalty=frequency_penalty,
+                    stop=(RESULT_MARKER,) if constrained else ())
+
+
 def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, max_tokens: int, constrained: bool,
           frequency_penalty: float = 0.0) -> dict[str, dict]:
     """Greedy gradings: ``{row id: {feedback, score, error, expected_score, tokens, prompt_tokens}}``;
     rows whose prompt does not fit the context are absent."""
-    sampling = Sampling(n=1, temperature=0.0, max_tokens=max_tokens, frequency_penalty=frequency_penalty,
-                        stop=(RESULT_MARKER,) if constrained else ())
+    sampling = grade_sampling(max_tokens, constrained, frequency_penalty)
     reqs = {r["id"]: GenRequest(r["id"], grade_messages(tpl, r), sampling) for r in rows}
     fitting = [q for q in reqs.values() if fits(engine, q, ctx, extra_tokens=SCORE_ROOM if constrained else 0)]
     first = {res.id: res for res in engine.generate(fitting)}
@@ -89,11 +79,11 @@ def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, ma
     return out
 
 
-def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Grading) -> list[dict]:
+def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Judging) -> list[dict]:
     tpl = load_template(c.file.absolute_template)
     ctx = replace(ctx, constrained=c.constrained)
     graded = grade(rows, engine, ctx, tpl, c.eval.max_tokens, c.constrained, c.eval.frequency_penalty)
-    sampling = Sampling(n=1, temperature=0.0, max_tokens=c.eval.max_tokens)
+    sampling = grade_sampling(c.eval.max_tokens, c.constrained, c.eval.frequency_penalty)
     out = []
     for r in rows:
         row = {k: r.get(k) for k in ("id", "source", "instruction", "response", "rubric", "reference", "human_score")}
@@ -107,7 +97,7 @@ def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Grading) -> 
     return out
 
 
-def shard_stats(rows: list[dict], c: Grading) -> dict:
+def shard_stats(rows: list[dict], c: Judging) -> dict:
     ok = [r for r in rows if r["status"] == OK]
     return {"graded": len(ok), "parsed": sum(r["score"] is not None for r in ok),
             "scores": dict(Counter(str(r["score"]) for r in ok if r["score"] is not None)),
@@ -115,7 +105,7 @@ def shard_stats(rows: list[dict], c: Grading) -> dict:
             "with_human": sum(r.get("human_score") is not None for r in ok)}
 
 
-def summarize(st: dict, c: Grading) -> dict:
+def summarize(st: dict, c: Judging) -> dict:
     n, parsed = st.get("graded", 0), st.get("parsed", 0)
     scores = {s: (st.get("scores") or {}).get(str(s), 0) for s in SCORES}
     return {"parse_rate": round(parsed / n, 4) if n else None, "scores": scores,
@@ -144,11 +134,11 @@ def correlations(rows: list[dict]) -> dict:
     return out
 
 
-def inputs(c: Grading, sd, shard_size: int) -> list[Path]:
+def inputs(c: Judging, sd, shard_size: int) -> list[Path]:
     return sd.write_inputs(io.iter_graded_responses(c.file), shard_size)
 
 
-def finalize(sd, c: Grading, ctx: StageContext) -> dict:
+def finalize(sd, c: Judging, ctx: StageContext) -> dict:
     rows = [r for f in sd.data_files() for r in io.read_records(f, ["score", "expected_score", "human_score"])]
     return {"model": ctx.model_path, "file": c.file.path, **sd.rejected(), "correlation": correlations(rows)}
 
@@ -172,6 +162,6 @@ def format_summary(s: dict) -> str:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Grade, process=process, engine="judge", meta_fields=("grade_meta",),
-                 config=grading, templates=lambda c: (c.file.absolute_template,), inputs=inputs, finalize=finalize,
+                 config=judging, templates=lambda c: (c.file.absolute_template,), inputs=inputs, finalize=finalize,
                  hash_extra=lambda cfg: io.file_fingerprint(cfg.judge_file.path), shard_stats=shard_stats,
                  summarize=summarize, describe=lambda c: "absolute, 1-5")

@@ -90,6 +90,14 @@ def both_orders(pid: str, instruction: str, chosen: str, rejected: str) -> list[
     return out
 
 
+def preferred(verdict: Optional[str], order: str) -> Optional[int]:
+    """Which answer of a ``both_orders`` pair a verdict picks: 0 (the one shown as A in order AB) or 1;
+    None when the verdict did not parse."""
+    if verdict not in VERDICT_OPTIONS:
+        return None
+    return 0 if (verdict == "A") == (order == "AB") else 1
+
+
 def judge_messages(tpl: Template, item: JudgeItem) -> list[dict]:
     return tpl.messages(instruction=item.instruction, answer_a=item.answer_a, answer_b=item.answer_b)
 
@@ -410,9 +418,10 @@ def sample_stats(rows: list[dict], degenerate_threshold: float) -> dict:
     return summarize(shard_stats(rows, JudgeConfig(degenerate_threshold=degenerate_threshold)))
 
 
-def kept_stats(kept: list[dict]) -> dict:
-    """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored."""
-    return {"kept_A": sum(r["gold"] == "A" for r in kept), "kept_B": sum(r["gold"] == "B" for r in kept),
+def kept_stats(kept: list[dict], verdict_key: str = "gold") -> dict:
+    """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored. Judge
+    rows carry the verdict as ``gold``, SFT rows (``sft_data.shard_stats``) as ``verdict``."""
+    return {"kept_A": sum(r[verdict_key] == "A" for r in kept), "kept_B": sum(r[verdict_key] == "B" for r in kept),
             "kept_sampled": sum(r["kept_source"] == SAMPLED for r in kept),
             "kept_mirror": sum(r["kept_source"] == MIRROR for r in kept)}
 

@@ -17,7 +17,7 @@ from selftaught.config import JudgeConfig, RunConfig
 from selftaught.prompts import load_template
 from selftaught.rows import SftRow
 from selftaught.stages.base import OK, StageSpec, Upstream
-from selftaught.stages.judge import BALANCED_OUT, MIRROR, SAMPLED, JudgeItem, balanced_in, judge_messages
+from selftaught.stages.judge import BALANCED_OUT, JudgeItem, balanced_in, judge_messages, kept_stats
 
 STAGE = "sft_data"
 
@@ -63,10 +63,7 @@ def process(judged: list[dict], engine, ctx, cfg: SftBuild) -> list[dict]:
 
 def shard_stats(rows: list[dict], cfg: SftBuild) -> dict:
     """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored."""
-    ok = [r for r in rows if r["status"] == OK]
-    return {"kept_A": sum(r["verdict"] == "A" for r in ok), "kept_B": sum(r["verdict"] == "B" for r in ok),
-            "kept_sampled": sum(r["kept_source"] == SAMPLED for r in ok),
-            "kept_mirror": sum(r["kept_source"] == MIRROR for r in ok)}
+    return kept_stats([r for r in rows if r["status"] == OK], verdict_key="verdict")
 
 
 def sft_build(cfg: RunConfig, up: Upstream) -> SftBuild:

@@ -16,17 +16,19 @@ or in-process), so a rerun resumes at its first uncommitted shard.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from selftaught import io
 from selftaught.config import EvalConfig, JudgeFileConfig, RunConfig, eval_config
+from selftaught.config import constrained as default_constrained
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.rows import Verdict
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, provenance
-from selftaught.stages.judge import JudgeDecoding, budget, both_orders, sample
+from selftaught.stages.judge import JudgeDecoding, budget, both_orders, preferred, sample
 
 STAGE = "verdicts"
 A, B, TIE = "response_a", "response_b", "tie"
@@ -34,18 +36,18 @@ A, B, TIE = "response_a", "response_b", "tie"
 
 @dataclass(frozen=True)
 class Judging:
+    """What ``selftaught judge`` runs with, in either mode (``grades`` uses it too)."""
+
     file: JudgeFileConfig
     eval: EvalConfig  # template, format, token budget, sampling of the votes (resolved: ``eval_config``)
     constrained: bool
 
 
 def judging(cfg: RunConfig, up: Upstream) -> Judging:
-    from selftaught.config import constrained
-
     f, c = cfg.judge_file, cfg.judge_file.constrained
     # Where the outputs go is not what they depend on: left out of the hash.
     return Judging(replace(f, path=io.input_path(f.path), out_dir=None, dpo_out=None), eval_config(cfg),
-                   constrained(cfg) if c is None else c)
+                   default_constrained(cfg) if c is None else c)
 
 
 def prompt_instruction(instruction: str, reference: Optional[str]) -> str:
@@ -55,9 +57,8 @@ def prompt_instruction(instruction: str, reference: Optional[str]) -> str:
 
 def _prefers(verdict: Optional[str], order: str) -> Optional[str]:
     """Which response a verdict picks: A in order AB is response_a; A in order BA is response_b."""
-    if verdict not in ("A", "B"):
-        return None
-    return A if (verdict == "A") == (order == "AB") else B
+    i = preferred(verdict, order)
+    return None if i is None else (A, B)[i]
 
 
 def decide(ab: Optional[str], ba: Optional[str], margin_ab: Optional[float], margin_ba: Optional[float],
@@ -161,7 +162,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def dpo_rows(rows: list[dict]) -> list[dict]:
+def dpo_rows(rows: Iterable[dict]) -> list[dict]:
     """TRL's conversational preference format: the decided pairs (ties and failures left out)."""
     out = []
     for r in rows:
