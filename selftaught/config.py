@@ -48,6 +48,7 @@ RECIPE_CATEGORIES = [
 EMBEDDED_MODEL = "embedded:smollm2"
 JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
 EVAL_MODES = ("constrained", "free", "absolute")
+JUDGE_MODES = ("pairwise", "absolute", "both")  # what the loop trains: verdicts, 1-5 gradings, or both
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
 DATA_FORMATS = ("auto", "jsonl", "json", "parquet")
 TRACKING_BACKENDS = ("wandb", "none")
@@ -294,7 +295,12 @@ class PairsConfig(BaseConfig):
 @dataclass
 class JudgeConfig(BaseConfig):
     KEY: ClassVar[str] = "judge"
+    # What the loop trains: pairwise verdicts (the recipe; stage judge), absolute 1-5 gradings of each
+    # answer against the general rubric (stage grade_pairs; kept when chosen scores strictly higher
+    # than rejected), or both (one SFT set). absolute/both add eval mode absolute.
+    mode: str = "pairwise"
     template: str = "judge"
+    absolute_template: str = "absolute"  # mode absolute/both: the grading prompt (Prometheus)
     # reasoning_first (the recipe: reasoning, then "Final verdict: [[X]]") | verdict_first
     # ("Verdict: [[X]]", then a short explanation: small judges; use template judge_verdict_first).
     format: str = "reasoning_first"
@@ -308,6 +314,9 @@ class JudgeConfig(BaseConfig):
     frequency_penalty: float = 0.0  # > 0 against degenerate loops (output tokens only; not on the verdict)
     seed: int = 0
     balance: bool = True  # equal A-wins and B-wins
+    # mode absolute/both: no score holds more than an even share of the kept gradings (over the
+    # scores that occur), so the trained grader does not learn one score.
+    score_balance: bool = True
     # Swap augmentation (JudgeLM): an order with no correct judgment takes the exact mirror of the
     # other order's kept one (answers swapped, A/B references swapped, verdict flipped).
     swap: bool = False
@@ -320,6 +329,7 @@ class JudgeConfig(BaseConfig):
     drop_degenerate: bool = False
 
     def __post_init__(self) -> None:
+        self._check(self.mode in JUDGE_MODES, "mode", f"must be one of {'|'.join(JUDGE_MODES)}, got {self.mode!r}")
         self._check(self.format in JUDGE_FORMATS, "format", f"must be one of {'|'.join(JUDGE_FORMATS)}, got {self.format!r}")
         self._check(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         self._check(self.n_max is None or self.n_max >= self.n, "n_max", f"must be >= judge.n ({self.n}) or null, got {self.n_max}")
@@ -453,7 +463,7 @@ class EvalConfig(BaseConfig):
     # absolute (opt-in): each answer of a pair graded 1-5 alone (absolute_template, the general rubric);
     # the pair is right when the better answer scores strictly higher (score_accuracy).
     modes: list[str] = field(default_factory=lambda: ["constrained", "free"])
-    absolute_template: str = "absolute"
+    absolute_template: Optional[str] = None  # null: judge.absolute_template
     limit: Optional[int] = None  # pairs per file
     max_tokens: int = 256  # reasoning budget; greedy decoding
     frequency_penalty: float = 0.0
@@ -839,7 +849,11 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     """``cfg.eval`` with its template and format resolved: a judge is evaluated in the format it is trained on."""
     from dataclasses import replace
 
-    return replace(cfg.eval, template=cfg.eval.template or cfg.judge.template, format=cfg.eval.format or cfg.judge.format)
+    modes = list(cfg.eval.modes)
+    if cfg.judge.mode != "pairwise" and "absolute" not in modes:  # evaluate what is trained
+        modes.append("absolute")
+    return replace(cfg.eval, template=cfg.eval.template or cfg.judge.template, format=cfg.eval.format or cfg.judge.format,
+                   modes=modes, absolute_template=cfg.eval.absolute_template or cfg.judge.absolute_template)
 
 
 def constrained(cfg: RunConfig) -> bool:

@@ -1,7 +1,8 @@
 """The run driver: rounds of the Self-Taught Evaluator loop, resume from markers, summaries.
 
     round 0   eval (the seed judge)
-    round k   judge (with the model of round k-1) → sft_data → train → eval (the new model)
+    round k   judge and/or grade_pairs (with the model of round k-1; judge.mode) → sft_data → train
+              → eval (the new model)
 
 The pairs (load → categorize → select → pairs) are made once by the generator model under
 ``<run>/data/`` and reused by every round, or per round with ``generator.fresh_instructions``.
@@ -189,7 +190,8 @@ class Run:
         c = tot.get("completion_tokens", 0)
         summary = {
             "stage": spec.name, "round": k, "hash": h,
-            "in": n_in if n_in is not None else tot.get("in", 0) * (spec.per_input(stage_cfg) or 1),
+            "in": n_in if n_in is not None else tot["rows_in"] if "rows_in" in tot
+            else tot.get("in", 0) * (spec.per_input(stage_cfg) or 1),
             "out": tot.get("out", 0), "failed": tot.get("failed", 0), "failures": tot.get("failures", {}),
             "prompt_tokens": tot.get("prompt_tokens", 0), "completion_tokens": c, "seconds": round(seconds, 2),
             "tok_per_s": round(c / seconds, 1) if seconds > 0 and c else None, "shards": len(entries),
@@ -220,8 +222,10 @@ class Run:
         shared = spec.scope == "run" or (spec.scope == "fresh" and not self.cfg.generator.fresh_instructions)
         return RoundStore(self.run_dir, SHARED if shared else k)
 
-    def _upstream(self, k: int, sd: Optional[StageDir]) -> Upstream:
-        return Upstream(k, sd, sd.summary() if sd is not None else {},
+    def _upstream(self, k: int, sources: dict[str, StageDir]) -> Upstream:
+        named = {n: (sd, sd.summary()) for n, sd in sources.items()}
+        first = next(iter(named.values()), (None, {}))
+        return Upstream(k, first[0], first[1], sources=named,
                         earlier=lambda name: [RoundStore(self.run_dir, j).stage(name) for j in range(1, k)])
 
     def _stage(self, spec: StageSpec, k: int, up: Upstream, upstream_hash: str, judge_model: Model,
@@ -246,7 +250,8 @@ class Run:
         if done is not None:
             return done
         t0 = time.perf_counter()
-        inputs = spec.inputs(stage_cfg, sd, self.cfg.shard_size) if spec.inputs else up.dir.data_files()
+        inputs = (spec.inputs(stage_cfg, sd, self.cfg.shard_size) if spec.inputs
+                  else [f for src, _ in up.sources.values() for f in src.data_files()])
         if committed:
             log.info("%s: resuming, %d of %d shards committed", spec.name, len(committed), len(inputs))
         tasks = [(i, str(p)) for i, p in enumerate(inputs) if i not in committed]
@@ -297,16 +302,24 @@ class Run:
 
     # -- a round -------------------------------------------------------------------------------
     def pipeline(self, k: int, judge_model: Model) -> tuple[Optional[StageDir], str]:
-        """The declared stages in order (``stages.PIPELINE``) up to ``until``, each reading the one before:
-        the pairs (once per run, or per round with ``generator.fresh_instructions``), then the round's
-        judge and its SFT rows. Returns the last stage's folder and hash (training's input)."""
-        sd: Optional[StageDir] = None
-        h = ""
+        """The declared stages in order (``stages.PIPELINE``) up to ``until``, each reading the one before
+        it or its ``sources``: the pairs (once per run, or per round with ``generator.fresh_instructions``),
+        then the round's judge (pairwise, absolute or both) and its SFT rows. Returns the last stage's
+        folder and hash (training's input)."""
+        done: dict[str, tuple[StageDir, str]] = {}
+        last: Optional[str] = None
         for spec in PIPELINE:
             if spec.name not in self.stages:
                 break
-            sd, h, _ = self._stage(spec, k, self._upstream(k, sd), h, judge_model)
-        return sd, h
+            if not spec.enabled(self.cfg):
+                continue
+            names = [n for n in spec.sources if n in done] if spec.sources else [last] if last else []
+            hashes = [done[n][1] for n in names]
+            # One source: its hash (the chain of a stage that reads the one before it); more: all of theirs.
+            up_hash = hashes[0] if len(hashes) == 1 else config_hash(*hashes) if hashes else ""
+            sd, h, _ = self._stage(spec, k, self._upstream(k, {n: done[n][0] for n in names}), up_hash, judge_model)
+            done[spec.name], last = (sd, h), spec.name
+        return done[last] if last else (None, "")
 
     def train(self, k: int, sft: StageDir, h: str, previous: Model) -> tuple[Model, dict]:
         """SFT on the kept judgments (Ray Train); the result judges round k+1."""
@@ -437,6 +450,9 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
             for key in ("sample_accuracy", "parse_rate", "samples", "samples_per_item", "degenerate_rate", "kept_A",
                         "kept_B", "kept_mirror"):
                 row[f"judge/{key}"] = s.get(key)
+        elif st == "grade_pairs":
+            for key in ("parse_rate", "mean_score_chosen", "mean_score_rejected", "pairs_kept", "kept_gradings"):
+                row[f"grade/{key}"] = s.get(key)
         elif st == "sft_data":
             row["judge/sft_examples"] = s.get("out")
         elif st == "train":

@@ -89,6 +89,14 @@ def best_of_n_pairs(item: dict, group: str) -> list[dict]:
             for i in range(len(cands)) for j in range(i + 1, len(cands))]
 
 
+def rated_candidates(item: dict, group: str) -> list[dict]:
+    """A RewardBench 2 Ties item as one graded response per candidate (``ties.ties_metrics`` scores the
+    group: every correct answer rated above every wrong one, and by how much)."""
+    base = {k: v for k, v in item.items() if k not in ("candidates", "num_correct")}
+    return [{**base, "response": c, "eval_id": f"{group}/{i}", "ties_group": group, "correct": i < item["num_correct"],
+             "num_correct": item["num_correct"]} for i, c in enumerate(item["candidates"])]
+
+
 def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """Pairs tagged with their set and a unique ``eval_id``; rejected rows (file:line, reason)."""
     pairs, failures = [], []
@@ -98,7 +106,9 @@ def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
             rows, rejects = io.load_pairwise_eval(f, s.format, cfg.limit, f"eval.sets.{i}.path")
             for r in rows:
                 eval_id = f"{name}/{Path(f).stem}/{r['id']}"  # ids: unique per file
-                if "candidates" in r:
+                if "num_correct" in r:
+                    pairs += rated_candidates({**r, "set": name}, eval_id)
+                elif "candidates" in r:
                     pairs += best_of_n_pairs({**r, "set": name}, eval_id)
                 else:
                     pairs.append({**r, "set": name, "eval_id": eval_id})

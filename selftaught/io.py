@@ -432,12 +432,14 @@ def _mt_bench(row: dict) -> Union[dict, str]:
             "subset": f"turn{turn}"}
 
 
-RB2_TIES = "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged"
+TIES = "Ties"  # RewardBench 2's subset scored by ratings (``ties``), not pairwise
 
 
 def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
     """A RewardBench 2 item (``allenai/reward-bench-2``): ``{id, prompt, chosen: [one], rejected:
-    [three], subset}`` -> its candidates, the correct one first (``eval_data`` expands them)."""
+    [three], subset}`` -> its candidates, the correct one first (``eval_data`` expands them into a
+    round robin); in the Ties subset, ``chosen`` holds every correct answer (``num_correct``) and
+    each candidate is rated alone."""
     prompt, err = _text(row, "prompt", strip=False)
     if err:
         return err
@@ -447,13 +449,18 @@ def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
     cands = list(chosen) + list(rejected)
     if not all(isinstance(c, str) and c.strip() for c in cands):
         return "fields 'chosen'/'rejected': every answer must be a non-empty string"
+    if not chosen:
+        return "field 'chosen' is empty"
+    rid = row.get("id")
+    rid = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+    subset = row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
+    if subset == TIES:  # several correct answers (or one, its reference item): each candidate rated alone
+        return {"id": rid, "instruction": prompt, "candidates": cands, "num_correct": len(chosen), "subset": subset}
     if len(chosen) != 1:
-        return RB2_TIES if len(chosen) > 1 else "field 'chosen' is empty"
+        return f"{len(chosen)} correct answers outside the Ties subset (best-of-n needs one)"
     if len({c.strip() for c in cands}) < len(cands):
         return SAME_ANSWERS
-    rid = row.get("id")
-    return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None, "instruction": prompt,
-            "candidates": cands, "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
+    return {"id": rid, "instruction": prompt, "candidates": cands, "subset": subset}
 
 
 def rubric_text(row: dict, dotted: Optional[str]) -> tuple[Optional[str], Optional[str]]:
@@ -479,6 +486,44 @@ def rubric_text(row: dict, dotted: Optional[str]) -> tuple[Optional[str], Option
                       + [f"Score {i}: {d.strip()}" for i, d in enumerate(parts[1], 1)]), None
 
 
+def human_score(row: dict, dotted: Optional[str]) -> tuple[Optional[float], Optional[str]]:
+    """(the row's 1-5 human score or None when it has none, error)."""
+    raw = get_field(row, dotted) if dotted else None
+    if raw is _MISSING or raw is None:
+        return None, None
+    try:
+        v = None if isinstance(raw, bool) else float(raw)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not 1 <= v <= 5:
+        return None, f"field {dotted!r} must be a score from 1 to 5, got {raw!r}"
+    return v, None
+
+
+def _graded_eval(row: dict, stem: str) -> Union[dict, str]:
+    """A response with a human 1-5 score, Prometheus style: ``{instruction, response, score (or
+    human_score), rubric?, reference?}`` or Feedback-Collection's ``orig_*`` fields -> ``{id,
+    instruction, response, rubric, reference, human_score, subset}`` (per-round eval: correlations)."""
+    orig = "orig_response" in row
+    keys = ("orig_instruction", "orig_response") if orig else ("instruction", "response")
+    (instruction, err1), (response, err2) = _text(row, keys[0], strip=False), _text(row, keys[1], strip=False)
+    if err1 or err2:
+        return "; ".join(e for e in (err1, err2) if e)
+    score_key = "orig_score" if orig else "human_score" if "human_score" in row else "score"
+    human, err = human_score(row, score_key)
+    if err or human is None:
+        return err or f"missing field {score_key!r}"
+    rubric, err = rubric_text(row, None if orig else "rubric")
+    if err:
+        return err
+    ref = row.get("orig_reference_answer" if orig else "reference")
+    rid = row.get("id")
+    return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+            "instruction": instruction, "response": response, "rubric": rubric,
+            "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None, "human_score": human,
+            "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
+
+
 def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
     """A file of single responses (``config.JudgeFileConfig``, absolute mode) -> ``{id, instruction,
     response, rubric, reference, human_score, source}`` rows and file:line rejects, streamed."""
@@ -493,15 +538,9 @@ def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[
         rubric, err = rubric_text(row, cfg.rubric_field)
         if err:
             return err
-        raw = get_field(row, cfg.score_field) if cfg.score_field else None
-        human = None
-        if raw is not _MISSING and raw is not None:
-            try:
-                human = None if isinstance(raw, bool) else float(raw)
-            except (TypeError, ValueError):
-                human = None
-            if human is None or not 1 <= human <= 5:
-                return f"field {cfg.score_field!r} must be a score from 1 to 5, got {raw!r}"
+        human, err = human_score(row, cfg.score_field)
+        if err:
+            return err
         return {**out, "rubric": rubric, "human_score": human}
 
     yield from _rows_or_stop(cfg, convert, cfg.limit, what, row_keys)
@@ -512,12 +551,16 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
     """LLMBar ``{input, output_1, output_2, label}``, RewardBench ``{prompt, chosen, rejected,
     subset}`` or MT-Bench human votes (``_mt_bench``) -> ``{id, instruction, chosen, rejected,
     subset, source}``; RewardBench 2 (``_rewardbench2``) -> ``{id, instruction, candidates, subset,
-    source}``. LLMBar's subset is the file stem (e.g. "Natural"); MT-Bench's the turn."""
+    source}``; a response with a human 1-5 score (``_graded_eval``) -> ``{id, instruction, response,
+    rubric, reference, human_score, subset, source}``. LLMBar's subset is the file stem (e.g.
+    "Natural"); MT-Bench's the turn."""
     stem = Path(path).stem
 
     def convert(row: dict) -> Union[dict, str]:
         if "conversation_a" in row and "winner" in row:
             return _mt_bench(row)
+        if "orig_response" in row or ("response" in row and ("score" in row or "human_score" in row)):
+            return _graded_eval(row, stem)
         if isinstance(row.get("chosen"), list):
             return _rewardbench2(row, stem)
         if "output_1" in row:  # LLMBar
@@ -531,7 +574,8 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             subset = row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
         else:
             return ("unrecognized row: expected LLMBar {input, output_1, output_2, label}, RewardBench {prompt, chosen, "
-                    "rejected} or MT-Bench human {conversation_a, conversation_b, winner, turn}")
+                    "rejected}, MT-Bench human {conversation_a, conversation_b, winner, turn} or a graded response "
+                    "{instruction, response, score}")
         vals = []
         for k in keys:
             v, err = _text(row, k, strip=False)  # kept verbatim, only checked

@@ -67,7 +67,7 @@ def _is_loss(k: str) -> bool:
 
 
 SET_COLUMNS = ("acc_AB", "acc_BA", "consistency", "parse_failure_rate", "verdict_A_rate",
-               "majority_accuracy")
+               "majority_accuracy", "score_accuracy", "score_tie_rate", "pearson", "spearman")
 
 
 def _is_bound(k: str, keys: set[str]) -> bool:
@@ -172,7 +172,8 @@ def format_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) 
     return "\n".join(out)
 
 
-ROUND_METRICS = ("judge/sft_examples", "judge/kept_mirror", "judge/degenerate_rate", "train/train_loss")
+ROUND_METRICS = ("judge/sft_examples", "judge/kept_mirror", "judge/degenerate_rate", "grade/kept_gradings",
+                 "train/train_loss")
 
 
 def format_rounds(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:

@@ -116,13 +116,42 @@ class Judged(TypedDict, total=False):
     judge_meta: Optional[Provenance]
 
 
+class GradeSample(TypedDict):
+    text: str  # feedback, then "[RESULT] n"
+    score: Optional[int]  # 1..5, None when it did not parse (``error``)
+    error: Optional[str]
+    expected_score: Optional[float]  # constrained: the probability-weighted mean of 1..5
+    tokens: int
+    repeat: float  # share of repeated word 4-grams of the feedback
+
+
+class GradedAnswer(TypedDict, total=False):
+    """``grade_pairs``: one row per (pair, side), every grading sampled, and the kept one."""
+    example_id: str  # "<pair_id>/<side>"
+    pair_id: str
+    side: str  # "chosen" | "rejected"
+    instruction: str
+    response: str
+    category: Optional[str]
+    samples: list[GradeSample]
+    n_samples: int
+    n_parsed: int
+    kept_grading: Optional[str]
+    kept_score: Optional[int]  # kept couples: the chosen one's score > the rejected one's
+    status: str  # ok | "chosen never scored higher" | "prompt too long for model context"
+    grade_meta: Optional[Provenance]
+
+
 class SftRow(TypedDict):
     """``sft_data``: the conversational rows TRL's SFTTrainer reads (loss on the assistant turn)."""
-    messages: list[Message]  # system, user (the judge prompt), assistant (the kept judgment)
+    messages: list[Message]  # system, user (the judge or grading prompt), assistant (the kept judgment)
+    kind: str  # "pairwise" (a verdict of judge) | "absolute" (a 1-5 grading of grade_pairs)
     example_id: str
     pair_id: str
-    order: str
-    verdict: str
+    order: Optional[str]  # pairwise
+    verdict: Optional[str]  # pairwise
+    side: Optional[str]  # absolute: "chosen" | "rejected"
+    score: Optional[int]  # absolute
     kept_source: Optional[str]
     category: Optional[str]
     template: str
@@ -230,6 +259,7 @@ class Grade(TypedDict, total=False):
 # A line of a stage's ``manifest.jsonl``: one committed shard (``shards.process_shard``). "in" counts
 # input rows (the judge makes 2 rows per input, eval 2 per mode), "out" kept rows, "failed" dropped
 # ones (by reason in "failures"); "stats": the stage's additive counters (``StageSpec.shard_stats``);
+# "rows_in" (stages with ``rows_for``): the output rows its inputs make, which vary by input;
 # "examples": [row id, reason] of up to 3 failures, for the driver's log; "commit": unique per
 # commit, so a redone shard is told from the one committed before. Functional syntax: "in" is a keyword.
 ShardEntry = TypedDict("ShardEntry", {

@@ -75,6 +75,8 @@ def process_shard(spec: StageSpec, stage_dir: str, i: int, input_path: str, engi
         if on_batch is not None:
             on_batch(len(chunk))
     entry, ok, bad = entry_for(spec, stage_cfg, i, len(records), out, time.perf_counter() - t0)
+    if spec.rows_for is not None:
+        entry["rows_in"] = sum(spec.rows_for(r, stage_cfg) for r in records)
     StageDir(Path(stage_dir)).write_shard(i, ok, bad, spec.row_type)
     return entry
 
@@ -95,6 +97,7 @@ def merged(entries: list[dict]) -> dict:
     """The stage totals of its committed shards."""
     tot: dict = {}
     for e in entries:
-        merge_stats(tot, {k: e[k] for k in ("in", "out", "failed", "failures", "prompt_tokens", "completion_tokens")})
+        merge_stats(tot, {k: e[k] for k in ("in", "rows_in", "out", "failed", "failures", "prompt_tokens",
+                                            "completion_tokens") if k in e})
         merge_stats(tot.setdefault("stats", {}), e.get("stats") or {})
     return tot

@@ -116,7 +116,8 @@ def _rb2_rows(tmp_path):
         {"id": "f1", "prompt": "Who wrote Hamlet?", "chosen": ["Shakespeare."], "rejected": ["Marlowe.", "Dickens.", "Austen."],
          "subset": "Factuality"},
         {"id": "m1", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"},
-        {"id": "t1", "prompt": "Name a prime.", "chosen": ["2", "3"], "rejected": ["4", "6"], "subset": "Ties"},
+        {"id": "tied:1", "prompt": "Name a prime.", "chosen": ["2", "3"], "rejected": ["4", "6"], "subset": "Ties"},
+        {"id": "ref:1", "prompt": "Name a prime.", "chosen": ["2"], "rejected": ["4", "6"], "subset": "Ties"},
         {"id": "s1", "prompt": "p", "chosen": ["same"], "rejected": ["same", "x", "y"], "subset": "Safety"},
     ]
     f = tmp_path / "rb2.jsonl"
@@ -127,9 +128,11 @@ def _rb2_rows(tmp_path):
 
 def test_rewardbench2_items_become_round_robins(tmp_path):
     pairs, rejects = _rb2_rows(tmp_path)
-    assert [r["reason"] for r in rejects] == [
-        "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged",
-        "the two responses are identical"]
+    assert [r["reason"] for r in rejects] == ["the two responses are identical"]
+    rated = [p for p in pairs if "ties_group" in p]  # Ties: each candidate rated alone, no pairs
+    assert [(p["response"], p["correct"]) for p in rated] == [("2", True), ("3", True), ("4", False), ("6", False),
+                                                              ("2", True), ("4", False), ("6", False)]
+    pairs = [p for p in pairs if "ties_group" not in p]
     assert len(pairs) == 2 * 6  # two items, every pair of 4 candidates
     f1 = [p for p in pairs if p["group"] == "rb2/rb2/f1"]
     assert [(p["cand_a"], p["cand_b"]) for p in f1] == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
@@ -157,6 +160,7 @@ def _votes(pairs, group, picks, set_="rb2"):
 
 def test_best_of_n_accuracy_counts_votes_and_splits_ties(tmp_path):
     pairs, _ = _rb2_rows(tmp_path)
+    pairs = [p for p in pairs if "ties_group" not in p]
     # f1: the correct candidate wins all its pairs: 6 votes, picked -> credit 1.
     f1 = _votes(pairs, "rb2/rb2/f1", {(0, 1): 0, (0, 2): 0, (0, 3): 0, (1, 2): 1, (1, 3): 1, (2, 3): 2})
     # m1: 0 beats 1 and 2, loses to 3; 2 beats 1 and 3; 3 beats 1. Votes (2 per pair won): 0, 2 and 3
@@ -182,7 +186,8 @@ def test_best_of_n_accuracy_counts_votes_and_splits_ties(tmp_path):
 
 def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_model_path):
     """The round robin survives the stage's shards (its fields are in the row type's schema) and the
-    summary reports best-of-n per subset, with the Ties item and the identical answers counted apart."""
+    summary reports best-of-n per subset, with the identical answers counted apart; the Ties items are
+    graded one candidate at a time and scored by ratings."""
     from selftaught import compose, evaluate
 
     _rb2_rows(tmp_path)
@@ -191,13 +196,13 @@ def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_mod
                    "shard_size=5", f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled"])
     s = evaluate(cfg)
     m = s["metrics"]["constrained"]
-    assert s["in"] == 24 and s["out"] == 24 and s["shards"] == 3  # 12 pairs x 2 orders
+    assert s["in"] == 24 + 7 and s["out"] == 24 + 7 and s["shards"] == 4  # 12 pairs x 2 orders; 7 candidates rated
     assert m["rb2"]["best_of_n_items"] == 2 and m["rb2"]["best_of_n_chance"] == 0.25
     assert m["rb2/Math"]["best_of_n_items"] == 1 and m["rb2"]["pairs"] == 6
     assert 0 <= m["rb2"]["best_of_n_accuracy"] <= 1 and "best_of_n_accuracy_lo" in m["rb2"]
-    assert s["rejected_by_reason"] == {
-        "several correct answers (RewardBench 2 Ties: scored by ratings, not pairwise); not judged": 1,
-        "the two responses are identical": 1}
+    assert s["rejected_by_reason"] == {"the two responses are identical": 1}
+    ties_ = s["metrics"]["absolute"]["rb2"]  # graded whatever eval.modes says (Ties: its only subset there)
+    assert ties_["graded"] == 7 and ties_["ties_items"] == 2 and 0 <= ties_["ties_score"] <= 1
 
 
 def test_a_set_that_cannot_be_found_names_both_ways_and_the_sources(tmp_path, monkeypatch):
@@ -274,5 +279,60 @@ def test_absolute_mode_accounts_for_best_of_n_pairs_without_gold(tmp_path, tiny_
                    "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.modes=[absolute]",
                    f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled"])
     s = evaluate(cfg)
-    assert s["in"] == 12 and s["out"] + s["failed"] == 12
+    assert s["in"] == 12 + 7 and s["out"] + s["failed"] == 12 + 7  # 12 round-robin pairs, 7 Ties candidates rated
     assert s["failures"] == {NO_GOLD: 6} and s["metrics"]["absolute"]["rb2"]["pairs"] == 6
+    assert s["metrics"]["absolute"]["rb2/Ties"]["graded"] == 7 and "pairs" not in s["metrics"]["absolute"]["rb2/Ties"]
+
+
+def _graded_file(tmp_path):
+    import json
+
+    rows = [
+        {"instruction": "What is 2+2?", "response": "4", "score": 5},
+        {"instruction": "What is 2+2?", "response": "5", "score": 1},
+        {"instruction": "Name a primary color.", "response": "Red.", "human_score": 5, "rubric": "Is it a primary color?"},
+        {"instruction": "x", "response": "y", "score": 7},  # line 4: out of range
+        {"orig_instruction": "Translate 'chat' from French.", "orig_response": "cat", "orig_score": 4,
+         "orig_criteria": "Is the translation right?", "orig_reference_answer": "cat",
+         **{f"orig_score{i}_description": f"level {i}" for i in range(1, 6)}},
+        {"instruction": "Say hi.", "response": "Hello!", "score": "3"},
+    ]
+    f = tmp_path / "feedback.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    return f
+
+
+def test_responses_with_human_scores_are_read_with_their_rubrics(tmp_path):
+    f = _graded_file(tmp_path)
+    rows, rejects = load_eval_sets(EvalConfig(sets=[EvalSetConfig(path=str(f), name="fb")]))
+    assert [(r["response"], r["human_score"]) for r in rows] == [("4", 5.0), ("5", 1.0), ("Red.", 5.0), ("cat", 4.0),
+                                                                 ("Hello!", 3.0)]
+    assert rows[2]["rubric"] == "Is it a primary color?" and rows[0]["rubric"] is None  # None: the shipped rubric
+    assert rows[3]["rubric"].splitlines() == ["[Is the translation right?]"] + [f"Score {i}: level {i}" for i in range(1, 6)]
+    assert rows[3]["reference"] == "cat"
+    assert [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rejects] == [
+        ("4", "field 'score' must be a score from 1 to 5, got 7")]
+
+
+def test_human_score_correlations_in_the_metrics():
+    rows = [{"eval_id": f"fb/{i}", "set": "fb", "subset": "fb", "order": "graded", "mode": "absolute", "status": "ok",
+             "score": s, "human_score": h, "expected_score": None}
+            for i, (s, h) in enumerate([(1, 1), (2, 2), (3, 3), (4, 5), (5, 4), (None, 2)])]
+    m = metrics(rows)["absolute"]["fb"]
+    assert m["graded"] == 6 and m["graded_parse_failure_rate"] == round(1 / 6, 4) and "pairs" not in m
+    assert m["n_score"] == 5 and m["pearson"] == 0.9 and m["spearman"] == 0.9  # unparsed: left out
+    assert m["pearson_lo"] < 0.9 < m["pearson_hi"]
+
+
+def test_a_human_scored_set_through_the_eval_stage(tmp_path, tiny_model_path):
+    from selftaught import compose, evaluate
+
+    f = _graded_file(tmp_path)
+    cfg = compose([f"model.path={tiny_model_path}", f"output_dir={tmp_path}", "name=fb", "engine=hf",
+                   "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.modes=[constrained]",
+                   f"eval.sets=[{{path: {f}, name: fb}}]", "tracking.mode=disabled"])
+    s = evaluate(cfg)
+    m = s["metrics"]["absolute"]["fb"]  # graded whatever eval.modes says
+    assert s["in"] == s["out"] == 5 and m["graded"] == 5 and m["graded_parse_failure_rate"] == 0.0
+    assert m["n_expected_score"] == 5 and "pearson_expected" in m  # constrained: the expected score correlates too
+    assert s["rejected_by_reason"] == {"field 'score' must be a score from 1 to 5, got 7": 1}

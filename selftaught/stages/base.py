@@ -45,8 +45,10 @@ class Upstream:
     """What a stage's hooks see of the run besides the run config."""
 
     round: int
-    dir: Optional["StageDir"] = None  # the stage before it: its shards are this stage's input
+    dir: Optional["StageDir"] = None  # its (first) source: the stage before it, unless ``StageSpec.sources``
     summary: dict = field(default_factory=dict)  # that stage's summary
+    # Every source that ran, by name: (its folder, its summary); their shards are this stage's input.
+    sources: dict[str, tuple["StageDir", dict]] = field(default_factory=dict)
     # A stage's folders in rounds 1 .. round-1 (``select`` with generator.fresh_instructions).
     earlier: Callable[[str], list["StageDir"]] = lambda name: []
 
@@ -70,7 +72,8 @@ class StageSpec:
     ``process`` on an engine of kind ``engine``; a stage without ``process`` is written by the driver
     from ``items``. Each output shard is committed with ``shard_stats`` of its rows; after the last,
     ``finalize`` adds whole-stage fields and the summary is the merged stats through ``summarize``,
-    plus counts and tokens. Adding a stage is one module with its ``SPEC``, listed in
+    plus counts and tokens. A stage reads the one before it, or the ``sources`` it names (a stage that
+    is not ``enabled`` is skipped). Adding a stage is one module with its ``SPEC``, listed in
     ``stages.PIPELINE``, plus its prompt templates.
     """
 
@@ -80,6 +83,9 @@ class StageSpec:
     engine: Optional[str] = None  # "judge" (the round's judge model) | "generator" | None
     # Output rows per input row (the judge: one per order), or a function of the stage's config; None: a filter.
     rows_per_input: Union[int, Callable[[Any], int], None] = 1
+    # (input record, config) -> its output rows, where that varies by record (eval: a pair makes one
+    # per order and mode, a graded response one); overrides ``rows_per_input`` in the summary's "in".
+    rows_for: Optional[Callable[[dict, Any], int]] = None
     meta_fields: tuple[str, ...] = ()  # provenance fields with this stage's own token counts
     # Additive counters over one shard's rows (kept and failed); ``shards.merge_stats`` adds them up.
     shard_stats: Optional[Callable[[list[dict], Any], dict]] = None
@@ -106,6 +112,11 @@ class StageSpec:
     finalize: Optional[Callable[["StageDir", Any, StageContext], dict]] = None
     # Its config -> the progress bar's detail.
     describe: Optional[Callable[[Any], str]] = None
+    # The round's earlier stages whose output shards are its input, concatenated in this order (those
+    # that ran); empty: the stage before it. Its hash chains through all of theirs.
+    sources: tuple[str, ...] = ()
+    # Run config -> whether the stage runs at all (a stage that does not is no one's input).
+    enabled: Callable[["RunConfig"], bool] = lambda cfg: True
 
     def per_input(self, stage_cfg: Any) -> Optional[int]:
         return self.rows_per_input(stage_cfg) if callable(self.rows_per_input) else self.rows_per_input

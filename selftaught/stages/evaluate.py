@@ -17,6 +17,9 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - ``degenerate_rate``: judgments with more than half of their 4-grams repeated
 - mode ``absolute``: ``score_accuracy`` (each answer graded 1-5 alone; the better one scores strictly
   higher; a tie or an unparsed score is wrong), ``score_tie_rate``, ``expected_score_accuracy``
+- sets of responses with a human 1-5 score (Prometheus style): each graded alone; ``pearson`` and
+  ``spearman`` with the human scores (Fisher-z intervals), ``parse_failure_rate``; in mode absolute
+- RewardBench 2 Ties (ratings): each candidate graded alone; ``ties_score`` and its parts (``ties``)
 - ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
   among the item's n candidates; chance 1/n (``best_of_n_chance``)
 """
@@ -27,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from selftaught import eval_data
+from selftaught import eval_data, ties
 from selftaught.config import EvalConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
@@ -42,6 +45,7 @@ from selftaught.store import StageDir
 STAGE = "eval"
 ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
 NO_GOLD = "no gold answer (best-of-n pair of two wrong candidates)"  # absolute mode: not graded
+GRADED = "graded"  # the "order" of a response with a human score, graded alone
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
@@ -57,6 +61,8 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
 
     ``cfg.template`` and ``cfg.format`` must be resolved (``config.eval_config``)."""
     tpl = load_template(cfg.template)
+    graded = [p for p in pairs if is_graded(p)]
+    pairs = [p for p in pairs if not is_graded(p)]
     items, base = [], []
     for p in pairs:
         for order, gold, item in both_orders(p["eval_id"], p["instruction"], p["chosen"], p["rejected"]):
@@ -66,6 +72,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
                          "answer_a": item.answer_a, "answer_b": item.answer_b,
                          **{k: p[k] for k in BEST_OF_N_FIELDS if p.get(k) is not None}})
     rows = _absolute(pairs, engine, ctx, cfg) if ABSOLUTE in cfg.modes else []
+    rows += _human_scored(graded, engine, ctx, cfg)
     for mode in pairwise_modes(cfg):
         greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
                                max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
@@ -103,6 +110,44 @@ def pairwise_modes(cfg: EvalConfig) -> list[str]:
     return [m for m in cfg.modes if m != ABSOLUTE]
 
 
+def is_graded(p: dict) -> bool:
+    """A response with a human 1-5 score (``io._graded_eval``), not a pair."""
+    return p.get("response") is not None
+
+
+def rows_for(p: dict, cfg: EvalConfig) -> int:
+    """Output rows of one input: a graded response is graded once; a pair is judged in each order per
+    pairwise mode, plus once in mode absolute."""
+    return 1 if is_graded(p) else len(ORDERS) * len(pairwise_modes(cfg)) + (ABSOLUTE in cfg.modes)
+
+
+def _human_scored(rows: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfig) -> list[dict]:
+    """Responses with a human score, or RewardBench 2 Ties candidates, graded greedily 1-5 against their
+    rubric (mode "absolute", order "graded"); ``_absolute_metrics`` correlates the two scores, or scores
+    the Ties items (``ties``). Graded whatever ``eval.modes`` says: such a set measures nothing else."""
+    if not rows:
+        return []
+    tpl = load_template(cfg.absolute_template)
+    items = [{"id": p["eval_id"], **{k: p.get(k) for k in ("instruction", "response", "rubric", "reference")}}
+             for p in rows]
+    got = grades.grade(items, engine, ctx, tpl, cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    sampling = grades.grade_sampling(cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    out = []
+    for p in rows:
+        row = {"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
+               "order": GRADED, "mode": ABSOLUTE, "instruction": p["instruction"], "answer_a": p["response"],
+               "human_score": p.get("human_score"),
+               **{k: p[k] for k in ("ties_group", "correct", "num_correct") if p.get(k) is not None}}
+        g = got.get(p["eval_id"])
+        if g is None:
+            out.append({**row, "status": TOO_LONG, "score": None})
+            continue
+        out.append({**row, "status": OK, "judgment": g["text"], "score": g["score"], "error": g["error"],
+                    "expected_score": g["expected_score"],
+                    "eval_meta": provenance(STAGE, ctx, tpl.id, sampling, g["prompt_tokens"], g["tokens"], engine)})
+    return out
+
+
 def _absolute(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfig) -> list[dict]:
     """Mode "absolute": one row per pair (best-of-n round robins: the pairs with the correct candidate),
     each answer graded alone; right when the better one scores strictly higher."""
@@ -136,16 +181,30 @@ def _absolute(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalCon
 
 
 def _absolute_metrics(rows: list[dict]) -> dict:
-    """Mode "absolute": the pair is the unit (Wilson intervals)."""
-    ok = [r for r in rows if r["status"] == OK]
-    parsed = [r for r in ok if r["score_chosen"] is not None and r["score_rejected"] is not None]
-    m: dict = {"pairs": len(ok), "skipped_too_long": sum(r["status"] == TOO_LONG for r in rows)}
-    _rate(m, "score_accuracy", sum(bool(r["correct"]) for r in ok), len(ok))  # a tie or an unparsed score is wrong
-    _rate(m, "score_tie_rate", sum(r["score_chosen"] == r["score_rejected"] for r in parsed), len(ok))
-    _rate(m, "parse_failure_rate", len(ok) - len(parsed), len(ok))
-    expected = [r for r in ok if r.get("margin") is not None]
-    if expected:
-        _rate(m, "expected_score_accuracy", sum(r["margin"] > 0 for r in expected), len(expected))
+    """Mode "absolute": pairs graded answer by answer (the pair is the unit; Wilson intervals), and
+    responses graded alone: with a human score, Pearson and Spearman with it (Fisher-z intervals,
+    ``grades.correlations``); RewardBench 2 Ties candidates, the Ties score (``ties``)."""
+    human = [r for r in rows if r.get("order") == GRADED]
+    rows = [r for r in rows if r.get("order") != GRADED]
+    m: dict = {}
+    if rows or not human:
+        ok = [r for r in rows if r["status"] == OK]
+        parsed = [r for r in ok if r["score_chosen"] is not None and r["score_rejected"] is not None]
+        m.update(pairs=len(ok), skipped_too_long=sum(r["status"] == TOO_LONG for r in rows))
+        _rate(m, "score_accuracy", sum(bool(r["correct"]) for r in ok), len(ok))  # a tie or an unparsed score is wrong
+        _rate(m, "score_tie_rate", sum(r["score_chosen"] == r["score_rejected"] for r in parsed), len(ok))
+        _rate(m, "parse_failure_rate", len(ok) - len(parsed), len(ok))
+        expected = [r for r in ok if r.get("margin") is not None]
+        if expected:
+            _rate(m, "expected_score_accuracy", sum(r["margin"] > 0 for r in expected), len(expected))
+    if human:
+        scored = [r for r in human if r["status"] == OK]
+        m.update(graded=len(scored), graded_skipped_too_long=len(human) - len(scored))
+        _rate(m, "graded_parse_failure_rate", sum(r["score"] is None for r in scored), len(scored))
+        m.update(grades.correlations(scored))
+        ties_rows = [r for r in human if r.get("ties_group") is not None]
+        if ties_rows:
+            m.update(ties.ties_metrics(ties_rows))
     return m
 
 
@@ -261,7 +320,8 @@ def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float
 
 COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate",
            "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy", "score_accuracy", "score_tie_rate",
-           "expected_score_accuracy")
+           "expected_score_accuracy", "graded", "graded_parse_failure_rate", "pearson", "spearman", "pearson_expected",
+           "ties_score", "tied_accuracy", "ref_accuracy")
 
 
 def format_metrics(m: dict[str, dict[str, dict]]) -> str:
@@ -269,7 +329,7 @@ def format_metrics(m: dict[str, dict[str, dict]]) -> str:
     lines = []
     for mode, groups in m.items():
         cols = ["pairs"] + [c for c in COLUMNS if any(c in v for v in groups.values())]
-        cells = [[f"{mode} {g}"] + [str(v.get("pairs", "-")) if c == "pairs" else
+        cells = [[f"{mode} {g}"] + [str(v.get(c, "-")) if c in ("pairs", "graded") else
                                    fmt_ci(v.get(c), v.get(f"{c}_lo"), v.get(f"{c}_hi"), sep=",") for c in cols]
                  for g, v in groups.items()]
         head = ["mode set"] + cols
@@ -297,9 +357,9 @@ def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),
-                 rows_per_input=lambda c: len(ORDERS) * len(pairwise_modes(c)) + (ABSOLUTE in c.modes),
+                 rows_per_input=lambda c: len(ORDERS) * len(pairwise_modes(c)) + (ABSOLUTE in c.modes), rows_for=rows_for,
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
                  config=lambda cfg, up: eval_config(cfg),
-                 templates=lambda c: (c.template,) + ((c.absolute_template,) if ABSOLUTE in c.modes else ()),
+                 templates=lambda c: (c.template, c.absolute_template),
                  hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
                  describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")

@@ -44,39 +44,58 @@ def _expected(option_logprobs: Optional[dict[str, float]]) -> Optional[float]:
     return round(sum(k * p for k, p in ps.items()) / z, 4) if z > 0 else None
 
 
-def grade_sampling(max_tokens: int, constrained: bool, frequency_penalty: float = 0.0) -> Sampling:
-    """The feedback's decoding (greedy; constrained: it stops at the marker, the score is chosen after)."""
-    return Sampling(n=1, temperature=0.0, max_tokens=max_tokens, frequency_penalty=frequency_penalty,
-                    stop=(RESULT_MARKER,) if constrained else ())
+def grade_sampling(max_tokens: int, constrained: bool, frequency_penalty: float = 0.0, n: int = 1,
+                   temperature: float = 0.0, top_p: float = 1.0) -> Sampling:
+    """The feedback's decoding (greedy by default; constrained: it stops at the marker, the score is
+    chosen after)."""
+    return Sampling(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    frequency_penalty=frequency_penalty, stop=(RESULT_MARKER,) if constrained else ())
+
+
+def sample_grades(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, sampling: Sampling,
+                  constrained: bool) -> dict[str, dict]:
+    """``sampling.n`` gradings of each row: ``{row id: {"samples": [{feedback, text, score, error,
+    expected_score, tokens}], "prompt_tokens": int}}``; rows whose prompt does not fit are absent.
+    Constrained: the score after each feedback is a one-token choice among 1..5, drawn at the
+    feedback's temperature (greedy: the most likely)."""
+    reqs = {r["id"]: GenRequest(r["id"], grade_messages(tpl, r), sampling) for r in rows}
+    fitting = [q for q in reqs.values() if fits(engine, q, ctx, extra_tokens=SCORE_ROOM if constrained else 0)]
+    first = {res.id: res for res in engine.generate(fitting)}
+    out: dict[str, dict] = {}
+    if not constrained:
+        for rid, res in first.items():
+            samples = []
+            for text, tok in zip(res.texts, res.completion_tokens):
+                s = parse_score(text.strip())
+                samples.append({"feedback": s.feedback, "text": text.strip(), "score": s.value, "error": s.error,
+                                "expected_score": None, "tokens": tok})
+            out[rid] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
+        return out
+    prefixes = {f"{rid}#{i}": f"{t.split(RESULT_MARKER)[0].strip()} {RESULT_MARKER} ".lstrip()
+                for rid, res in first.items() for i, t in enumerate(res.texts)}
+    choice = Sampling(n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=1)
+    second = {res.id: res for res in engine.generate([
+        GenRequest(key, reqs[key.rsplit("#", 1)[0]].messages, choice, _SCORE_CHOICE, assistant_prefix=p)
+        for key, p in prefixes.items()])}
+    for rid, res in first.items():
+        samples = []
+        for i, tok in enumerate(res.completion_tokens):
+            key = f"{rid}#{i}"
+            text = prefixes[key] + second[key].texts[0]
+            s = parse_score(text)
+            samples.append({"feedback": s.feedback, "text": text, "score": s.value, "error": s.error,
+                            "expected_score": _expected(second[key].option_logprobs),
+                            "tokens": tok + second[key].completion_tokens[0]})
+        out[rid] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
+    return out
 
 
 def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, max_tokens: int, constrained: bool,
           frequency_penalty: float = 0.0) -> dict[str, dict]:
-    """Greedy gradings: ``{row id: {feedback, score, error, expected_score, tokens, prompt_tokens}}``;
+    """Greedy gradings: ``{row id: {feedback, text, score, error, expected_score, tokens, prompt_tokens}}``;
     rows whose prompt does not fit the context are absent."""
-    sampling = grade_sampling(max_tokens, constrained, frequency_penalty)
-    reqs = {r["id"]: GenRequest(r["id"], grade_messages(tpl, r), sampling) for r in rows}
-    fitting = [q for q in reqs.values() if fits(engine, q, ctx, extra_tokens=SCORE_ROOM if constrained else 0)]
-    first = {res.id: res for res in engine.generate(fitting)}
-    out = {}
-    if not constrained:
-        for rid, res in first.items():
-            s = parse_score(res.texts[0].strip())
-            out[rid] = {"feedback": s.feedback, "text": res.texts[0].strip(), "score": s.value, "error": s.error,
-                        "expected_score": None, "tokens": res.completion_tokens[0], "prompt_tokens": res.prompt_tokens}
-        return out
-    prefixes = {rid: f"{res.texts[0].split(RESULT_MARKER)[0].strip()} {RESULT_MARKER} ".lstrip() for rid, res in first.items()}
-    second = {res.id: res for res in engine.generate([
-        GenRequest(rid, reqs[rid].messages, Sampling(n=1, temperature=0.0, max_tokens=1), _SCORE_CHOICE,
-                   assistant_prefix=prefixes[rid]) for rid in first])}
-    for rid, res in first.items():
-        text = prefixes[rid] + second[rid].texts[0]
-        s = parse_score(text)
-        out[rid] = {"feedback": s.feedback, "text": text, "score": s.value, "error": s.error,
-                    "expected_score": _expected(second[rid].option_logprobs),
-                    "tokens": res.completion_tokens[0] + second[rid].completion_tokens[0],
-                    "prompt_tokens": res.prompt_tokens}
-    return out
+    got = sample_grades(rows, engine, ctx, tpl, grade_sampling(max_tokens, constrained, frequency_penalty), constrained)
+    return {rid: {**g["samples"][0], "prompt_tokens": g["prompt_tokens"]} for rid, g in got.items()}
 
 
 def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Judging) -> list[dict]:

@@ -22,7 +22,7 @@ import hashlib
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -35,7 +35,7 @@ from selftaught.parsing import (REASONING_FIRST, VERDICT_OPTIONS, parse_verdict,
                                 verdict_open)
 from selftaught.prompts import Template, load_template
 from selftaught.rows import Judged
-from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, fits, provenance
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
 
 STAGE = "judge"
 ORDERS = ("AB", "BA")  # AB: chosen shown as A (gold A); BA: chosen shown as B (gold B)
@@ -446,8 +446,17 @@ def finalize(sd, cfg: JudgeConfig, ctx: StageContext) -> dict:
             "kept_sampled": n_kept - n_mirror, "kept_mirror": n_mirror}
 
 
+ABSOLUTE_ONLY = ("mode", "absolute_template", "score_balance")  # knobs of grade_pairs alone
+
+
+def stage_config(cfg, up: Upstream) -> JudgeConfig:
+    """``cfg.judge`` less the absolute-only knobs (defaults), so switching ``judge.mode`` between pairwise
+    and both reuses the verdicts."""
+    return replace(cfg.judge, **{f: getattr(JudgeConfig, f) for f in ABSOLUTE_ONLY})
+
+
 SPEC = StageSpec(name=STAGE, row_type=Judged, process=process,
                  engine="judge", rows_per_input=len(ORDERS), meta_fields=("judge_meta",),
-                 shard_stats=shard_stats, summarize=summarize, finalize=finalize,
-                 config=lambda cfg, up: cfg.judge, templates=lambda c: (c.template,),
+                 shard_stats=shard_stats, summarize=summarize, finalize=finalize, config=stage_config,
+                 enabled=lambda cfg: cfg.judge.mode != "absolute", templates=lambda c: (c.template,),
                  describe=lambda c: f"n={c.n}, {len(ORDERS)} orders")

@@ -1,8 +1,10 @@
 """Stage 5: kept judgments → chat-format SFT rows (judge prompt + judgment as the assistant turn).
 
-The A/B balance is applied here, row by row: the judge stage's summary holds the per-verdict
-thresholds (``judge.balance_thresholds``, decided from all its shards), so this stage is a pure
-map from judge shard i to SFT shard i. Rows the balance drops are failures ("dropped by A/B
+Its input is the judge's shards, then grade_pairs' (``judge.mode``: pairwise, absolute or both):
+kept verdicts become rows of the pairwise prompt, kept gradings rows of the grading prompt, in one
+set. The A/B balance and the score balance are applied here, row by row: the two stages' summaries
+hold the thresholds (decided from all their shards), so this stage is a pure map from input shard
+i to SFT shard i. Rows a balance drops are failures ("dropped by A/B balance", "dropped by score
 balance"), never silently lost.
 
 The ``messages`` column is what TRL's ``SFTTrainer`` reads for conversational data; loss on the
@@ -10,16 +12,20 @@ assistant turn only is set in the trainer (``assistant_only_loss``).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
 from selftaught.config import JudgeConfig, RunConfig
 from selftaught.prompts import load_template
 from selftaught.rows import SftRow
+from selftaught.stages import grade_pairs, judge
 from selftaught.stages.base import OK, StageSpec, Upstream
+from selftaught.stages.grades import grade_messages
 from selftaught.stages.judge import BALANCED_OUT, JudgeItem, balanced_in, judge_messages, kept_stats
 
 STAGE = "sft_data"
+PAIRWISE, ABSOLUTE = "pairwise", "absolute"
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class SftBuild:
     seed: int = 0
     # judge.balance_thresholds of the judge stage; None: keep every row (judge.balance=false)
     thresholds: Optional[dict] = field(default=None)
+    # grade_pairs.balance_thresholds of the grade_pairs stage (per score); None: keep every grading
+    score_thresholds: Optional[dict] = field(default=None)
 
 
 def build(judged: list[dict], cfg: JudgeConfig) -> list[dict]:
@@ -35,41 +43,72 @@ def build(judged: list[dict], cfg: JudgeConfig) -> list[dict]:
     return [r for r in process(judged, None, None, SftBuild(cfg)) if r["status"] == OK]
 
 
-def process(judged: list[dict], engine, ctx, cfg: SftBuild) -> list[dict]:
-    tpl = load_template(cfg.judge.template)
-    out = []
-    for r in judged:
-        if r["status"] != OK:
-            continue
-        if cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds):
-            out.append({"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["order"],
-                        "verdict": r["kept_verdict"], "status": BALANCED_OUT})
-            continue
-        item = JudgeItem(r["example_id"], r["instruction"], r["answer_a"], r["answer_b"])
-        out.append({
-            "messages": judge_messages(tpl, item) + [{"role": "assistant", "content": r["kept_judgment"]}],
-            "example_id": r["example_id"],
-            "pair_id": r["pair_id"],
-            "order": r["order"],
-            "verdict": r["kept_verdict"],
-            "kept_source": r.get("kept_source"),  # sampled | mirror (swap augmentation)
-            "category": r.get("category"),
-            "template": tpl.id,
-            "judge_meta": r["judge_meta"],
-            "status": OK,
-        })
-    return out
+def _pairwise(r: dict, tpl, cfg: SftBuild) -> dict:
+    if cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds):
+        return {"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["order"],
+                "verdict": r["kept_verdict"], "kind": PAIRWISE, "status": BALANCED_OUT}
+    item = JudgeItem(r["example_id"], r["instruction"], r["answer_a"], r["answer_b"])
+    return {
+        "messages": judge_messages(tpl, item) + [{"role": "assistant", "content": r["kept_judgment"]}],
+        "kind": PAIRWISE,
+        "example_id": r["example_id"],
+        "pair_id": r["pair_id"],
+        "order": r["order"],
+        "verdict": r["kept_verdict"],
+        "kept_source": r.get("kept_source"),  # sampled | mirror (swap augmentation)
+        "category": r.get("category"),
+        "template": tpl.id,
+        "judge_meta": r["judge_meta"],
+        "status": OK,
+    }
+
+
+def _absolute(r: dict, tpl, cfg: SftBuild) -> dict:
+    """A kept grading (general rubric, no reference: as it was sampled) as an SFT row."""
+    if cfg.score_thresholds is not None and not grade_pairs.balanced_in(r, cfg.seed, cfg.score_thresholds):
+        return {"example_id": r["example_id"], "pair_id": r["pair_id"], "side": r["side"], "score": r["kept_score"],
+                "kind": ABSOLUTE, "status": grade_pairs.BALANCED_OUT}
+    return {
+        "messages": grade_messages(tpl, r) + [{"role": "assistant", "content": r["kept_grading"]}],
+        "kind": ABSOLUTE,
+        "example_id": r["example_id"],
+        "pair_id": r["pair_id"],
+        "side": r["side"],
+        "score": r["kept_score"],
+        "kept_source": "sampled",
+        "category": r.get("category"),
+        "template": tpl.id,
+        "judge_meta": r["grade_meta"],
+        "status": OK,
+    }
+
+
+def process(rows: list[dict], engine, ctx, cfg: SftBuild) -> list[dict]:
+    """Kept judge rows (pairwise) and kept grade_pairs rows (absolute, told by their ``side``) -> SFT rows."""
+    pairwise_tpl, absolute_tpl = load_template(cfg.judge.template), load_template(cfg.judge.absolute_template)
+    return [_absolute(r, absolute_tpl, cfg) if r.get("side") else _pairwise(r, pairwise_tpl, cfg)
+            for r in rows if r["status"] == OK]
 
 
 def shard_stats(rows: list[dict], cfg: SftBuild) -> dict:
-    """What the SFT rows are made of (after the balance): A-wins, B-wins, sampled and mirrored."""
-    return kept_stats([r for r in rows if r["status"] == OK], verdict_key="verdict")
+    """What the SFT rows are made of (after the balances): A-wins, B-wins, sampled and mirrored verdicts;
+    gradings by score."""
+    ok = [r for r in rows if r["status"] == OK]
+    pairwise = [r for r in ok if r["kind"] == PAIRWISE]
+    absolute = [r for r in ok if r["kind"] == ABSOLUTE]
+    return {**kept_stats(pairwise, verdict_key="verdict"), "pairwise": len(pairwise), "absolute": len(absolute),
+            "scores": dict(Counter(str(r["score"]) for r in absolute))}
 
 
 def sft_build(cfg: RunConfig, up: Upstream) -> SftBuild:
-    """The judge stage's A/B thresholds (its summary), unless judge.balance=false."""
-    return SftBuild(cfg.judge, cfg.seed, up.summary.get("balance") if cfg.judge.balance else None)
+    """The judge stage's A/B thresholds and grade_pairs' score thresholds (their summaries), unless
+    judge.balance / judge.score_balance is off."""
+    judged = up.sources.get(judge.STAGE, (None, {}))[1]
+    graded = up.sources.get(grade_pairs.STAGE, (None, {}))[1]
+    return SftBuild(cfg.judge, cfg.seed, judged.get("balance") if cfg.judge.balance else None,
+                    graded.get("score_balance") if cfg.judge.score_balance else None)
 
 
 SPEC = StageSpec(name=STAGE, row_type=SftRow, process=process, engine=None, shard_stats=shard_stats,
-                 summarize=lambda st, c: dict(st), config=sft_build, templates=lambda c: (c.judge.template,))
+                 summarize=lambda st, c: dict(st), config=sft_build, sources=(judge.STAGE, grade_pairs.STAGE),
+                 templates=lambda c: (c.judge.template,) + ((c.judge.absolute_template,) if c.judge.mode != "pairwise" else ()))
