@@ -8,6 +8,13 @@ env on one node), so DeepSpeed state and memory never leak from one row to the n
 
     python scripts/bench_train.py --model-config 1b --strategy zero2,zero3 --workers 1 --bf16 --steps 10
     python scripts/bench_train.py --model-config tiny --strategy zero2,zero3 --workers 2 --steps 4 --seq-len 256
+    python scripts/bench_train.py --mode both --model-config 1b --strategy zero2 --bf16 --steps 24   # GPU
+    python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6
+
+``--mode stage`` trains the project's own ``train_worker`` (TRL SFTTrainer, completion-only loss) on real
+judge rows, unpacked (the recipe's micro-batch x accumulation) and packed (token-budget micro-batches,
+``train.packing``), and prints steady tokens/s (start-up apart), MFU, padding share and peak memory;
+``--mode both`` prints the raw table after it, in the same run.
 
 MFU = 6 x params x tokens/s / (peak FLOPS x GPUs): the usual dense-transformer estimate (forward +
 backward, attention score FLOPs and gradient-checkpointing recompute not counted). ``--peak-tflops``
@@ -183,6 +190,134 @@ def run_strategy(args: argparse.Namespace, strategy: str) -> dict:
             "peak_gib": max(r["peak_gib"] for r in results), "gpu": results[0]["gpu"], "device": results[0]["device"]}
 
 
+# ---------------------------------------------------------------- --mode stage: the project's train_worker
+
+def judge_rows(rows_path: str | None) -> list[dict]:
+    """SFT rows: a run's ``sft_data`` (a folder or parquet file), or the shipped demo eval set through the
+    judge template (both orders, the judgment a reasoning paragraph and its verdict line)."""
+    from selftaught.io import read_records
+
+    if rows_path:
+        return read_records(rows_path)
+    from selftaught import io
+    from selftaught.prompts import load_template
+    from selftaught.stages.judge import both_orders, judge_messages
+
+    tpl = load_template("judge")
+    pairs, _ = io.load_pairwise_eval(io.resolve_data_path("builtin:demo_eval.jsonl"))
+    out = []
+    for p in pairs:
+        for order, gold, item in both_orders(str(p["id"]), p["instruction"], p["chosen"], p["rejected"]):
+            why = (f"Assistant {gold}'s answer addresses the question directly and is correct, while the other answer "
+                   "misreads what was asked; it is also clearer and easier to follow. ") * 3
+            out.append({"messages": judge_messages(tpl, item) + [
+                {"role": "assistant", "content": f"{why.strip()}\n\nFinal verdict: [[{gold}]]"}]})
+    return out
+
+
+def padding_share(lengths: list[int], batch: int, seed: int = 0) -> float:
+    """Share of token slots that are padding when rows are batched in a seeded random order and padded
+    to the longest of each micro-batch (the trainer's default collation, unpacked)."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    slots = used = 0
+    for i in range(0, len(order), batch):
+        b = [lengths[j] for j in order[i:i + batch]]
+        slots += max(b) * len(b)
+        used += sum(b)
+    return 1 - used / slots if slots else 0.0
+
+
+def _stage_case(config: dict, queue) -> None:
+    try:
+        from selftaught.training.worker import METRICS_FILE, train_worker
+
+        train_worker(config)
+        queue.put(json.loads(Path(config["out_dir"], METRICS_FILE).read_text()))
+    except BaseException:
+        queue.put({"error": traceback.format_exc()})
+
+
+def run_stage(args: argparse.Namespace) -> list[dict]:
+    """Each case (``--cases``) trains the project's ``train_worker`` (1 process, standalone) on the same
+    judge rows for ``--warmup + --steps`` optimizer steps, in a fresh process; its own metrics file gives
+    steady tokens/s (the steps after the first two), start-up and peak memory."""
+    import multiprocessing as mp
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selftaught.config import TrainConfig
+    from selftaught.io import write_records
+    from selftaught.training import packing
+    from selftaught.training.data import sft_dataset
+
+    tmp = Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    base = tmp / f"base-{args.model_config}"
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    if not (base / "config.json").is_file():
+        torch.manual_seed(0)
+        cfg = model_config(args.model_config)
+        cfg.vocab_size = max(cfg.vocab_size, len(tok))
+        AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(base)
+        tok.save_pretrained(base)
+    rows = judge_rows(args.rows)
+    write_records(tmp / "rows.parquet", rows)
+    lengths = packing.row_lengths(sft_dataset(rows), tok)
+    gpu = torch.cuda.is_available() and not args.cpu
+    out = []
+    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        if case not in ("unpacked", "batched", "packed"):
+            raise SystemExit(f"--cases: unknown {case!r} (unpacked | batched | packed)")
+        packed = case == "packed"
+        # batched: the same rows per step as one padded micro-batch (no accumulation)
+        micro, accum = ((args.batch_size * args.accumulation, 1) if case == "batched" else (args.batch_size, args.accumulation))
+        tc = TrainConfig(strategy=args.strategy.split(",")[0], deepspeed=None if args.strategy == "plain" else
+                         f"{args.strategy.split(',')[0]}.json", num_workers=1, use_gpu=gpu, bf16=bool(args.bf16) if gpu else None,
+                         lr=1e-5, warmup_steps=0, max_steps=args.warmup + args.steps, per_device_batch_size=micro,
+                         gradient_accumulation_steps=accum, max_seq_length=args.seq_len, packing=packed,
+                         max_tokens_per_batch=args.max_tokens if packed else None, logging_steps=1)
+        config = {"data_path": str(tmp / "rows.parquet"), "dpo_path": None, "base_model": str(base),
+                  "out_dir": str(tmp / f"out-{case}"), "train": tc}
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_stage_case, args=(config, queue))
+        proc.start()
+        m = queue.get()
+        proc.join()
+        if "error" in m:
+            raise RuntimeError(f"{case}: {m['error']}")
+        pk = m.get("packing") or {}
+        out.append({"case": case, "rows": len(rows), "mean_row_tokens": sum(lengths) / len(lengths),
+                    "micro_batch": f"1 pack x {pk['budget']} tok" if pk else f"{micro} rows",
+                    "accumulation": pk.get("gradient_accumulation_steps", accum),
+                    "rows_per_step": round(pk["rows_per_pack"] * pk["gradient_accumulation_steps"], 2) if pk
+                    else micro * accum,
+                    "padding_share": 0.0 if pk else padding_share(lengths, micro),
+                    "steady_tokens_per_s": m.get("steady_tokens_per_s"), "reported_tokens_per_s": m.get("tokens_per_s"),
+                    "startup_seconds": m.get("startup_seconds"), "peak_gib": m.get("peak_memory_gib"),
+                    "steps": m.get("steps"), "gpu": gpu, "loss": m.get("train_loss")})
+        print(f"done {case}: {out[-1]['steady_tokens_per_s']} steady tok/s", file=sys.stderr, flush=True)
+    return out
+
+
+def print_stage(rows: list[dict], params: int, peak_tflops: float | None) -> None:
+    base = rows[0]["steady_tokens_per_s"] or 0
+    head = (f"{'case':<10}{'micro-batch':>20}{'accum':>7}{'rows/step':>10}{'padding':>9}{'steady tok/s':>14}{'vs first':>9}"
+            f"{'MFU %':>7}{'reported tok/s':>16}{'start-up s':>12}{'peak GiB':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        tps = r["steady_tokens_per_s"] or 0
+        mfu = f"{100 * 6 * params * tps / (peak_tflops * 1e12):.1f}" if peak_tflops else "n/a"
+        print(f"{r['case']:<10}{r['micro_batch']:>20}{r['accumulation']:>7}{r['rows_per_step']:>10}"
+              f"{r['padding_share']:>9.1%}{tps:>14.1f}{(tps / base if base else 0):>8.2f}x{mfu:>7}"
+              f"{r['reported_tokens_per_s'] or 0:>16.1f}{r['startup_seconds'] or 0:>12.1f}{r['peak_gib'] or 0:>10.2f}")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-config", default="tiny", choices=["tiny", "1b"])
@@ -198,7 +333,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
     ap.add_argument("--json", default=None, help="also write the rows here")
     ap.add_argument("--tmp", default="/tmp/selftaught_bench_train")
+    ap.add_argument("--mode", default="raw", choices=["raw", "stage", "both"],
+                    help="raw: random tokens, plain HF Trainer; stage: the project's train_worker on judge rows")
+    ap.add_argument("--cases", default="unpacked,batched,packed",
+                    help="stage mode: comma list of unpacked (micro-batch x accumulation, the recipe's default), "
+                         "batched (the same rows as one padded micro-batch), packed (train.packing)")
+    ap.add_argument("--rows", default=None, help="stage mode: a run's sft_data folder (default: the demo eval set "
+                                                 "through the judge template)")
+    ap.add_argument("--tokenizer", default=None, help="stage mode: tokenizer folder (default: the embedded SmolLM2's)")
+    ap.add_argument("--accumulation", type=int, default=8, help="stage mode: the recipe's accumulation (unpacked)")
+    ap.add_argument("--max-tokens", type=int, default=4096, help="stage mode: tokens per packed micro-batch")
     args = ap.parse_args(argv)
+    if args.mode in ("stage", "both") and args.tokenizer is None:
+        from selftaught.config import ModelConfig
+        from selftaught.models import resolve_model
+
+        args.tokenizer = resolve_model(ModelConfig())
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     for s in strategies:
         if s not in ("plain", "zero2", "zero3"):
@@ -211,6 +361,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.cpu or not torch.cuda.is_available():
             print("note: --bf16 on CPU (slow without AVX-512 bf16)", file=sys.stderr)
     params = count_params(model_config(args.model_config))
+    if args.mode in ("stage", "both"):
+        import torch
+
+        gpu = torch.cuda.is_available() and not args.cpu
+        stage = run_stage(args)
+        print(f"\nstage mode: train_worker, model {args.model_config} ({params / 1e6:.1f}M params), "
+              f"{args.strategy.split(',')[0]}, {stage[0]['rows']} judge rows of {stage[0]['mean_row_tokens']:.0f} tokens on "
+              f"average, {args.steps} steps after {args.warmup} (steady: after the first two)")
+        print_stage(stage, params, args.peak_tflops if args.peak_tflops is not None else (989.0 if gpu else None))
+        if args.mode == "stage":
+            if args.json:
+                Path(args.json).write_text(json.dumps(stage, indent=2))
+            return stage
     rows = []
     for s in strategies:
         r = run_strategy(args, s)

@@ -371,6 +371,27 @@ class LoraConfig(BaseConfig):
 
 
 @dataclass
+class DpoConfig(BaseConfig):
+    """``train.objective=dpo|sft_then_dpo``: DPO on (correct, incorrect) judgments of one (pair, order),
+    with an NLL term on the chosen judgment (Meta's released recipe: beta 0.1, plus NLL)."""
+
+    KEY: ClassVar[str] = "train.dpo"
+    beta: float = 0.1
+    nll_weight: float = 1.0  # weight of the NLL (SFT) loss on the chosen judgment; 0: plain DPO
+    lr: Optional[float] = None  # null: train.lr (the recipe's 1e-6)
+    epochs: Optional[float] = None  # null: train.epochs
+
+    def __post_init__(self) -> None:
+        self._check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+        self._check(self.nll_weight >= 0, "nll_weight", f"must be >= 0, got {self.nll_weight}")
+        self._check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null, got {self.lr}")
+        self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
+
+
+TRAIN_OBJECTIVES = ("sft", "dpo", "sft_then_dpo")
+
+
+@dataclass
 class TrainConfig(BaseConfig):
     """Trainer values; the JSON behind ``deepspeed`` is read by ``validate`` (``load_deepspeed``),
     and world size vs GPUs is checked against Ray at launch."""
@@ -406,6 +427,16 @@ class TrainConfig(BaseConfig):
     # Rounds with fewer kept examples than this do not train; the previous judge carries over.
     min_examples: int = 1
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Token-budget micro-batches for SFT: rows packed (best-fit decreasing) into padding-free sequences
+    # of max_tokens_per_batch tokens (null: max_seq_length; a longer row is cut to it), one per
+    # micro-batch, with the accumulation derived so a step still sees about per_device_batch_size x
+    # gradient_accumulation_steps rows per worker (training.packing). null: on with use_gpu, off on CPU.
+    packing: Optional[bool] = None
+    max_tokens_per_batch: Optional[int] = None
+    # sft (the recipe: SFT on the kept judgments) | dpo (on preference rows, stage dpo_data) |
+    # sft_then_dpo (Meta's release: SFT, then DPO from the SFT model); see train.dpo.
+    objective: str = "sft"
+    dpo: DpoConfig = field(default_factory=DpoConfig)
 
     def __post_init__(self) -> None:
         strategies = ("plain", *ZERO_STAGES)
@@ -429,6 +460,10 @@ class TrainConfig(BaseConfig):
         self._check(self.logging_steps >= 1, "logging_steps", "must be >= 1")
         self._check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         self._check(self.min_examples >= 1, "min_examples", "must be >= 1")
+        self._check(self.max_tokens_per_batch is None or self.max_tokens_per_batch >= 64, "max_tokens_per_batch",
+                    f"must be >= 64 or null, got {self.max_tokens_per_batch}")
+        self._check(self.objective in TRAIN_OBJECTIVES, "objective", f"must be one of {'|'.join(TRAIN_OBJECTIVES)}, "
+                    f"got {self.objective!r}")
         self._check(not (self.use_gpu is False and self.bf16 is True), "bf16",
                     "bf16 training needs train.use_gpu=true here (CPU runs float32)")
 
@@ -595,6 +630,9 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     """What no single section can check (each checked its own fields when it was built); idempotent,
     returns ``cfg``. ``local_files=False`` skips what only this machine's files can tell (a DeepSpeed
     JSON at an absolute path): ``selftaught submit`` checks a config the cluster will run."""
+    # DPO pairs a correct and an incorrect verdict of one (pair, order): only pairwise judging samples them.
+    _check(cfg.train.objective == "sft" or cfg.judge.mode != "absolute", "train.objective",
+           f"{cfg.train.objective} trains on pairwise judgments; judge.mode=absolute samples none (use pairwise or both)")
     # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
     _check(cfg.engine.backend != "openai", "engine.backend",
            "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")

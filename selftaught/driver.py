@@ -1,8 +1,8 @@
 """The run driver: rounds of the Self-Taught Evaluator loop, resume from markers, summaries.
 
     round 0   eval (the seed judge)
-    round k   judge and/or grade_pairs (with the model of round k-1; judge.mode) → sft_data → train
-              → eval (the new model)
+    round k   judge and/or grade_pairs (with the model of round k-1; judge.mode) → sft_data
+              [→ dpo_data] → train (train.objective) → eval (the new model)
 
 The pairs (load → categorize → select → pairs) are made once by the generator model under
 ``<run>/data/`` and reused by every round, or per round with ``generator.fresh_instructions``.
@@ -33,6 +33,8 @@ from selftaught.store import RoundStore, StageDir
 log = logging.getLogger("selftaught")
 
 MAX_LOGGED_FAILURES = 20
+# The stages whose rows each train.objective trains on (the first one's count is the summary's "examples").
+TRAIN_INPUTS = {"sft": ("sft_data",), "dpo": ("dpo_data",), "sft_then_dpo": ("sft_data", "dpo_data")}
 SHARED = "data"  # folder of the pairs shared by all rounds
 
 
@@ -301,11 +303,11 @@ class Run:
         return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in)
 
     # -- a round -------------------------------------------------------------------------------
-    def pipeline(self, k: int, judge_model: Model) -> tuple[Optional[StageDir], str]:
+    def pipeline(self, k: int, judge_model: Model) -> dict[str, tuple[StageDir, str]]:
         """The declared stages in order (``stages.PIPELINE``) up to ``until``, each reading the one before
         it or its ``sources``: the pairs (once per run, or per round with ``generator.fresh_instructions``),
-        then the round's judge (pairwise, absolute or both) and its SFT rows. Returns the last stage's
-        folder and hash (training's input)."""
+        then the round's judge (pairwise, absolute or both), its SFT rows and (DPO) its preference rows.
+        Returns every stage that ran, by name: (its folder, its hash); training reads its own."""
         done: dict[str, tuple[StageDir, str]] = {}
         last: Optional[str] = None
         for spec in PIPELINE:
@@ -319,15 +321,20 @@ class Run:
             up_hash = hashes[0] if len(hashes) == 1 else config_hash(*hashes) if hashes else ""
             sd, h, _ = self._stage(spec, k, self._upstream(k, {n: done[n][0] for n in names}), up_hash, judge_model)
             done[spec.name], last = (sd, h), spec.name
-        return done[last] if last else (None, "")
+        return done
 
-    def train(self, k: int, sft: StageDir, h: str, previous: Model) -> tuple[Model, dict]:
-        """SFT on the kept judgments (Ray Train); the result judges round k+1."""
+    def train(self, k: int, data: dict[str, tuple[StageDir, str]], previous: Model) -> tuple[Model, dict]:
+        """Train on the round's rows (Ray Train): SFT on the kept judgments, DPO on the preference rows,
+        or SFT then DPO (``train.objective``); the result judges round k+1."""
         cfg, store = self.cfg, RoundStore(self.run_dir, k)
         base = self.seed if cfg.train.init_from == "seed" else previous
+        needed = TRAIN_INPUTS[cfg.train.objective]
         # init_from only picks ``base`` (whose id is hashed): in round 1 both choices train the same
-        # model, so it is left out. The carried-over judge (too few examples) depends on the previous model.
-        h = config_hash(h, "train", {f: v for f, v in asdict(cfg.train).items() if f != "init_from"}, base.id, previous.id)
+        # model, so it is left out (as is train.dpo under plain SFT). The carried-over judge (too few
+        # examples) depends on the previous model.
+        knobs = {f: v for f, v in asdict(cfg.train).items()
+                 if f != "init_from" and not (f == "dpo" and cfg.train.objective == "sft")}
+        h = config_hash(*(data[n][1] for n in needed), "train", knobs, base.id, previous.id)
         model_dir = store.model_dir
         sd = store.stage("train")
         if sd.is_complete(h) and not sd.summary().get("skipped") and not (model_dir / "config.json").is_file():
@@ -336,22 +343,29 @@ class Run:
         summary = self._resumed(sd, "train", h)
         if summary is None:
             t0 = time.perf_counter()
-            n = sum(e["out"] for e in sft.entries())
-            if n < cfg.train.min_examples:
-                log.warning("round %d train: %d examples < train.min_examples=%d; the round-%d judge carries over",
-                            k, n, cfg.train.min_examples, k - 1)
-                extra = {"skipped": True, "examples": n, "model_path": previous.path,
-                         "reason": f"{n} examples < train.min_examples"}
+            counts = {n: sum(e["out"] for e in data[n][0].entries()) for n in needed}
+            n = counts[needed[0]]
+            short = {s: c for s, c in counts.items() if c < cfg.train.min_examples}
+            examples = {"examples": n, **({"dpo_examples": counts["dpo_data"]} if "dpo_data" in counts else {})}
+            if short:
+                log.warning("round %d train: %s < train.min_examples=%d; the round-%d judge carries over",
+                            k, ", ".join(f"{c} {s} rows" for s, c in short.items()), cfg.train.min_examples, k - 1)
+                extra = {"skipped": True, **examples, "model_path": previous.path,
+                         "reason": f"{', '.join(f'{c} {s} rows' for s, c in short.items())} < train.min_examples"}
             else:
                 from selftaught.training.launch import train_with_ray
 
                 self.close_engines()
-                res = train_with_ray(str(sft.data_dir), base.path, str(model_dir), cfg.train, cfg.ray)
+                paths = {name: str(data[name][0].data_dir) for name in needed}
+                res = train_with_ray(paths.get("sft_data"), base.path, str(model_dir), cfg.train, cfg.ray,
+                                     dpo_path=paths.get("dpo_data"))
                 if self.tracker is not None:
                     self.tracker.log_train_history(k, res.log_history)
-                extra = {"skipped": False, "examples": n, "base_model": base.path, "model_path": res.model_path,
+                extra = {"skipped": False, "objective": cfg.train.objective, "base_model": base.path,
+                         "model_path": res.model_path,
                          # the trainer's own clock; the stage's "seconds" is the whole wall time
-                         **{("train_seconds" if m == "seconds" else m): v for m, v in res.metrics.items()}}
+                         **{("train_seconds" if m == "seconds" else m): v for m, v in res.metrics.items()},
+                         **examples}  # the rows of each set (the trainer's own "examples": its last phase's)
             seconds = time.perf_counter() - t0
             summary = {"stage": "train", "round": k, "hash": h, "in": n, "out": 0, "failed": 0, "failures": {},
                        "seconds": round(seconds, 2), **extra, "resumed": False}
@@ -402,9 +416,9 @@ class Run:
                 self._finish_round(result, 0, current, [])
             for k in range(1, rounds + 1):
                 n_before = len(self.summaries)
-                last, h = self.pipeline(k, current)
+                data = self.pipeline(k, current)
                 if "train" in self.stages:
-                    current, _ = self.train(k, last, h, current)
+                    current, _ = self.train(k, data, current)
                     result.models[k] = current.path
                 self._finish_round(result, k, current, self.summaries[n_before:])
         finally:
@@ -455,9 +469,12 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
                 row[f"grade/{key}"] = s.get(key)
         elif st == "sft_data":
             row["judge/sft_examples"] = s.get("out")
+        elif st == "dpo_data":
+            row["judge/dpo_examples"] = s.get("out")
         elif st == "train":
             row["train/skipped"] = s.get("skipped")
-            for key in ("train_loss", "tokens_per_s", "steps"):
+            for key in ("train_loss", "tokens_per_s", "steady_tokens_per_s", "startup_seconds", "steps",
+                        "dpo_margin_first", "dpo_margin_last"):
                 if s.get(key) is not None:
                     row[f"train/{key}"] = s[key]
     return row

@@ -173,7 +173,7 @@ def format_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) 
 
 
 ROUND_METRICS = ("judge/sft_examples", "judge/kept_mirror", "judge/degenerate_rate", "grade/kept_gradings",
-                 "train/train_loss")
+                 "judge/dpo_examples", "train/train_loss")
 
 
 def format_rounds(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:

@@ -159,6 +159,23 @@ class SftRow(TypedDict):
     status: str
 
 
+class PreferenceRow(TypedDict, total=False):
+    """``dpo_data``: TRL's conversational preference format (``DPOTrainer``), with provenance."""
+    prompt: list[Message]  # system, user (the judge prompt)
+    chosen: list[Message]  # the kept (correct) judgment
+    rejected: list[Message]  # an incorrect sampled judgment of the same (pair, order)
+    example_id: str
+    pair_id: str
+    order: str
+    verdict: str  # the chosen judgment's (the gold answer)
+    rejected_verdict: str
+    kept_source: Optional[str]  # the chosen one: "sampled" | "mirror"
+    category: Optional[str]
+    template: str
+    judge_meta: Provenance
+    status: str
+
+
 class EvalPair(TypedDict, total=False):
     """An input of ``eval`` (``eval_data.load_eval_sets``)."""
     eval_id: str

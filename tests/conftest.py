@@ -20,3 +20,18 @@ def smollm2_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_path(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray of 2 CPUs for the training tests (started once per module, stopped if this started it)."""
+    import ray
+
+    from selftaught.config import RayConfig
+    from selftaught.distributed.generation import ensure_ray
+
+    started = not ray.is_initialized()
+    ensure_ray(RayConfig(num_cpus=2))
+    yield
+    if started:
+        ray.shutdown()

@@ -16,7 +16,8 @@ from selftaught.store import RoundStore
 
 
 def test_until_names_the_declared_stages():
-    assert stage_names() == ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "train", "eval"]
+    assert stage_names() == ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "dpo_data",
+                             "train", "eval"]
     with pytest.raises(Exception, match="until: unknown stage 'shout'"):
         compose(["until=shout"])
 
@@ -31,7 +32,7 @@ def test_every_stage_declares_a_row_type_config_and_loadable_templates():
             assert load_template(name).id
     engines = {s.name: s.engine for s in PIPELINE + (EVAL, VERDICTS, GRADES)}
     assert engines == {"load": None, "categorize": "generator", "select": None, "pairs": "generator",
-                       "judge": "judge", "grade_pairs": "judge", "sft_data": None, "eval": "judge", "verdicts": "judge", "grades": "judge"}
+                       "judge": "judge", "grade_pairs": "judge", "sft_data": None, "dpo_data": None, "eval": "judge", "verdicts": "judge", "grades": "judge"}
 
 
 def _shout(records: list[dict], engine, ctx, c) -> list[dict]:
@@ -77,7 +78,7 @@ def test_a_stage_declared_once_runs_commits_and_resumes(tmp_path: Path, tiny_mod
 @pytest.mark.parametrize("until,expected", [
     ("select", ["load", "categorize", "select"]),
     ("sft_data", ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data"]),
-    ("eval", ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "train", "eval"]),
+    ("eval", ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "dpo_data", "train", "eval"]),
 ])
 def test_until_cuts_the_declared_pipeline(until, expected):
     from selftaught.driver import _stages_until

@@ -40,19 +40,6 @@ def sft_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(p)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from selftaught.distributed.generation import ensure_ray
-
-    started = not ray.is_initialized()
-    ensure_ray(RAY)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def train_cfg(strategy: str, workers: int, **kw) -> TrainConfig:
     base = dict(strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json", num_workers=workers,
                 lr=1e-3, warmup_steps=0, max_steps=3, per_device_batch_size=1, gradient_accumulation_steps=2,

@@ -5,12 +5,13 @@ input is the output of the one before it, or of the ``sources`` it names. ``eval
 and training (``selftaught.training``) between ``sft_data`` and ``eval``; ``verdicts`` and ``grades``
 run alone (``selftaught judge``).
 """
-from selftaught.stages import (categorize, evaluate, grade_pairs, grades, judge, load, pairs, select, sft_data,
-                               verdicts)
+from selftaught.stages import (categorize, dpo_data, evaluate, grade_pairs, grades, judge, load, pairs, select,
+                               sft_data, verdicts)
 
 # judge (pairwise verdicts) and grade_pairs (absolute gradings) both read the pairs; judge.mode picks
-# which run, and sft_data reads both.
-PIPELINE = (load.SPEC, categorize.SPEC, select.SPEC, pairs.SPEC, judge.SPEC, grade_pairs.SPEC, sft_data.SPEC)
+# which run, and sft_data reads both. dpo_data (train.objective=dpo|sft_then_dpo) reads the judge's.
+PIPELINE = (load.SPEC, categorize.SPEC, select.SPEC, pairs.SPEC, judge.SPEC, grade_pairs.SPEC, sft_data.SPEC,
+            dpo_data.SPEC)
 EVAL = evaluate.SPEC
 VERDICTS = verdicts.SPEC  # ``selftaught judge``: a file of pairs, decided by a judge
 GRADES = grades.SPEC  # ``selftaught judge judge_file.mode=absolute``: a file of responses, scored 1-5

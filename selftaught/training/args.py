@@ -1,10 +1,10 @@
-"""A ``TrainConfig`` -> the trainer's arguments: ``trl.SFTConfig`` keywords, precision, LoRA."""
+"""A ``TrainConfig`` -> the trainers' arguments: ``trl.SFTConfig`` and ``trl.DPOConfig`` keywords, precision, LoRA."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Optional
 
-from selftaught.config import LoraConfig, TrainConfig
+from selftaught.config import DpoConfig, LoraConfig, TrainConfig
 
 
 def on_gpu(cfg: TrainConfig) -> bool:
@@ -15,6 +15,11 @@ def on_gpu(cfg: TrainConfig) -> bool:
     if not torch.cuda.is_available():
         raise RuntimeError("train.use_gpu=true but CUDA is not available in this worker process")
     return True
+
+
+def use_packing(cfg: TrainConfig, gpu: bool) -> bool:
+    """Token-budget packing on GPU unless ``train.packing=false``; off on CPU unless asked for."""
+    return gpu if cfg.packing is None else bool(cfg.packing)
 
 
 def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
@@ -48,6 +53,7 @@ def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
         packing=False,
         bf16=bf16,
         fp16=False,
+        optim="adamw_torch_fused" if gpu else "adamw_torch",
         # Without use_cpu, transformers on a GPU-less worker sees world_size=1 and DeepSpeed's
         # batch-size assertion (train_batch = micro x accum x world) fails.
         use_cpu=not gpu,
@@ -62,6 +68,28 @@ def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
         kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if deepspeed is not None:
         kw["deepspeed"] = deepspeed
+    return kw
+
+
+def packed_kwargs(pack) -> dict:
+    """``SFTConfig`` keywords for a ``packing.PackPlan``: one padding-free pack of ``budget`` tokens per
+    micro-batch, the derived accumulation."""
+    return dict(packing=True, packing_strategy="bfd", max_length=pack.budget, per_device_train_batch_size=1,
+                gradient_accumulation_steps=pack.gradient_accumulation_steps)
+
+
+def dpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
+    """Keyword arguments of ``trl.DPOConfig``: the SFT ones less the SFT-only keys, ``train.dpo``'s beta,
+    lr and epochs, and the NLL term on the chosen judgment as TRL's "sft" loss weighted ``nll_weight``."""
+    kw = sft_config_kwargs(cfg, out_dir, gpu, deepspeed)
+    for k in ("completion_only_loss", "assistant_only_loss", "packing"):
+        kw.pop(k)
+    d = cfg.dpo
+    kw.update(learning_rate=d.lr or cfg.lr, beta=d.beta,
+              loss_type=["sigmoid", "sft"] if d.nll_weight > 0 else ["sigmoid"],
+              loss_weights=[1.0, d.nll_weight] if d.nll_weight > 0 else None)
+    if d.epochs is not None:
+        kw["num_train_epochs"] = d.epochs
     return kw
 
 
@@ -84,7 +112,9 @@ def train_config(obj: Any) -> TrainConfig:
         return obj
     d = dict(obj)
     lora = d.pop("lora", None) or {}
-    return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora))
+    dpo = d.pop("dpo", None) or {}
+    return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora),
+                       dpo=dpo if isinstance(dpo, DpoConfig) else DpoConfig(**dpo))
 
 
 def train_config_dict(cfg: TrainConfig) -> dict:

@@ -1,4 +1,4 @@
-"""SFT rows -> the dataset TRL's ``SFTTrainer`` trains on.
+"""SFT rows -> the dataset TRL's ``SFTTrainer`` trains on; preference rows -> ``DPOTrainer``'s.
 
 Loss is on the judgment only: SFT rows (``messages`` = system, user, assistant) become TRL's
 conversational prompt-completion format, so the prompt is masked whatever the chat template
@@ -26,3 +26,20 @@ def sft_dataset(rows: list[dict]):
         prompts.append(msgs[:-1])
         completions.append(msgs[-1:])
     return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def dpo_dataset(rows: list[dict]):
+    """Preference rows (``dpo_data``: conversational ``prompt``, ``chosen``, ``rejected``) -> the
+    ``datasets.Dataset`` TRL's ``DPOTrainer`` reads (metadata columns dropped)."""
+    from datasets import Dataset
+
+    def turns(msgs, i: int, key: str) -> list[dict]:
+        if not isinstance(msgs, (list, tuple)) or not msgs:
+            raise ValueError(f"DPO row {i}: {key!r} must be a non-empty list of turns")
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+
+    cols: dict[str, list] = {"prompt": [], "chosen": [], "rejected": []}
+    for i, r in enumerate(rows):
+        for k in cols:
+            cols[k].append(turns(r.get(k), i, k))
+    return Dataset.from_dict(cols)

@@ -1,4 +1,5 @@
-"""Launch the SFT step on Ray Train (``TorchTrainer``): N workers, DDP or DeepSpeed ZeRO-2/3.
+"""Launch the training step (SFT, DPO or both) on Ray Train (``TorchTrainer``): N workers, DDP or
+DeepSpeed ZeRO-2/3.
 
 The training loop itself is ``selftaught.training.worker.train_worker``. Workers write the model
 straight to ``out_dir``: this assumes a filesystem shared by the driver and every worker node
@@ -58,8 +59,10 @@ def _worker_env(cfg: TrainConfig) -> dict[str, str]:
     return env
 
 
-def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConfig, ray_cfg: RayConfig) -> TrainResult:
-    """Train ``base_model`` on the SFT parquet ``data_path``; the full model ends in ``out_dir``.
+def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConfig, ray_cfg: RayConfig,
+                   dpo_path: str | None = None) -> TrainResult:
+    """Train ``base_model`` on the SFT parquet ``data_path`` and/or (``train.objective``) the preference
+    rows ``dpo_path``; the full model ends in ``out_dir``.
 
     A partial ``out_dir`` from an earlier attempt is removed first. Raises ``RuntimeError`` with
     the workers' error if training fails, ``ConfigError`` if the cluster cannot host the workers.
@@ -88,7 +91,8 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
-            "data_path": os.path.abspath(data_path),
+            "data_path": os.path.abspath(data_path) if data_path else None,
+            "dpo_path": os.path.abspath(dpo_path) if dpo_path else None,
             "base_model": base_model if not os.path.exists(base_model) else os.path.abspath(base_model),
             "out_dir": out,
             "train": train_config_dict(cfg),
@@ -100,7 +104,8 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
                                        failure_config=ray.train.FailureConfig(max_failures=0),
                                        worker_runtime_env={"env_vars": _worker_env(cfg)}),
     )
-    log.info("training %s on %s: %s x %d workers -> %s", base_model, data_path, cfg.strategy, cfg.num_workers, out)
+    log.info("training %s (%s) on %s: %s x %d workers -> %s", base_model, cfg.objective,
+             " + ".join(p for p in (data_path, dpo_path) if p), cfg.strategy, cfg.num_workers, out)
     try:
         trainer.fit()
     except Exception as e:  # ray.train.TrainingFailedError (WorkerGroupError / ControllerError)

@@ -1,5 +1,6 @@
 """One training process: ``train_worker`` = ``load`` → ``fit`` → ``save``, the loop Ray Train runs on
-every worker (``selftaught.training.launch``). No Ray code: it also runs directly in one process with no
+every worker (``selftaught.training.launch``); ``train.objective`` picks SFT (``load``), DPO
+(``load_dpo``) or SFT then DPO from the SFT model. No Ray code: it also runs directly in one process with no
 distributed environment (it then sets up a world of size 1 itself).
 """
 from __future__ import annotations
@@ -13,14 +14,18 @@ import time
 
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
-from selftaught.training.args import on_gpu, peft_config, sft_config_kwargs, train_config, use_bf16
-from selftaught.training.data import sft_dataset
+from selftaught.training import packing
+from selftaught.training.args import (dpo_config_kwargs, on_gpu, packed_kwargs, peft_config, sft_config_kwargs, train_config,
+                                      use_bf16, use_packing)
+from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
+from selftaught.training.throughput import Throughput
 
 log = logging.getLogger("selftaught.train")
 
 METRICS_FILE = "train_metrics.json"
 ADAPTER_DIR = "lora_adapter"  # LoRA runs: the adapter, next to the merged full model
+SFT_DIR = "sft_stage"  # sft_then_dpo: the SFT model, DPO's start and reference (removed once DPO saved)
 
 
 def _free_port() -> int:
@@ -52,26 +57,96 @@ def train_worker(config: dict) -> None:
     cfg = train_config(config["train"])
     gpu = on_gpu(cfg)
     _ensure_process_env(gpu)
-    trainer, lora = load(cfg, str(config["data_path"]), str(config["base_model"]), str(config["out_dir"]), gpu)
-    metrics = fit(trainer)
-    save(trainer, cfg, lora, str(config["base_model"]), str(config["out_dir"]), gpu, metrics)
+    base, out = str(config["base_model"]), str(config["out_dir"])
+    if cfg.objective == "sft":
+        trainer, lora = load(cfg, str(config["data_path"]), base, out, gpu)
+        save(trainer, cfg, lora, base, out, gpu, fit(trainer))
+        return
+    sft_metrics: dict = {}
+    if cfg.objective == "sft_then_dpo":  # SFT into a folder of its own, then DPO from it (the reference)
+        sft_dir = os.path.join(out, SFT_DIR)
+        trainer, lora = load(cfg, str(config["data_path"]), base, sft_dir, gpu)
+        sft_metrics = fit(trainer)
+        save(trainer, cfg, lora, base, sft_dir, gpu, sft_metrics)
+        del trainer
+        base = sft_dir
+    trainer, lora = load_dpo(cfg, str(config["dpo_path"]), base, out, gpu)
+    metrics = {**fit(trainer), **dpo_margins(trainer.state.log_history)}
+    if sft_metrics:
+        metrics["sft"] = {k: v for k, v in sft_metrics.items() if k != "log_history"}
+    save(trainer, cfg, lora, base, out, gpu, metrics)
+    if cfg.objective == "sft_then_dpo" and trainer.is_world_process_zero():
+        shutil.rmtree(os.path.join(out, SFT_DIR), ignore_errors=True)  # the DPO model is the round's judge
+
+
+def dpo_margins(history: list[dict]) -> dict:
+    """The DPO reward margin (beta x the chosen-minus-rejected log-ratio to the reference) and accuracy at the
+    first and last logged steps: the margin starts at 0 and rises as the policy moves toward chosen."""
+    logged = [h for h in history if "rewards/margins" in h]
+    if not logged:
+        return {}
+    return {"dpo_margin_first": float(logged[0]["rewards/margins"]), "dpo_margin_last": float(logged[-1]["rewards/margins"]),
+            "dpo_accuracy_last": float(logged[-1].get("rewards/accuracies", float("nan")))}
+
+
+def load_dpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: bool):
+    """The preference rows and a ``DPOTrainer`` on ``base_model`` (its frozen copy is the reference;
+    with LoRA, the model with the adapter disabled), and the LoRA config or None."""
+    from trl import DPOConfig, DPOTrainer
+
+    from selftaught.io import read_records
+
+    dataset = dpo_dataset(read_records(data_path))
+    ds_cfg = load_deepspeed(cfg)
+    tokenizer = _tokenizer(base_model)
+    args = DPOConfig(**dpo_config_kwargs(cfg, out_dir, gpu, ds_cfg))
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer)
+    lora = peft_config(cfg.lora)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return trainer, lora
 
 
 def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: bool):
     """The SFT rows, the DeepSpeed config, tokenizer and model: an ``SFTTrainer`` ready to train (and
     the LoRA config, or None)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from selftaught.io import read_records
 
     dataset = sft_dataset(read_records(data_path))
     ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
-    dtype = torch.bfloat16 if use_bf16(cfg, gpu) else torch.float32
+    tokenizer = _tokenizer(base_model)
+    kw = sft_config_kwargs(cfg, out_dir, gpu, ds_cfg)
+    pack = None
+    if use_packing(cfg, gpu):
+        pack = packing.plan(packing.row_lengths(dataset, tokenizer), cfg.max_tokens_per_batch or cfg.max_seq_length,
+                            cfg.per_device_batch_size * cfg.gradient_accumulation_steps, int(os.environ.get("WORLD_SIZE", 1)))
+        kw.update(packed_kwargs(pack))
     # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
     # partitions the weights at load (zero.Init) instead of materialising them on every rank.
-    args = SFTConfig(**sft_config_kwargs(cfg, out_dir, gpu, ds_cfg))
+    args = SFTConfig(**kw)
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer)
+    lora = peft_config(cfg.lora)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer.pack_plan = pack  # reported in train_metrics.json
+    return trainer, lora
+
+
+def _tokenizer(base_model: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer):
+    """Call after the trainer's config is built (it registers the DeepSpeed config for ZeRO-3)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if use_bf16(cfg, gpu) else torch.float32
     if ds_cfg is not None:
         # DeepSpeed's comm layer must know the real world before zero.Init reads the batch config
         # (else it assumes world_size=1 and its batch-size assertion fails). Reuses the process
@@ -79,20 +154,17 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    lora = peft_config(cfg.lora)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
-    return trainer, lora
+    return model
 
 
 def fit(trainer) -> dict:
     """Train; the run's metrics (rank 0 writes them with the model)."""
-    t0 = time.perf_counter()
+    clock = Throughput()
+    trainer.add_callback(clock)
+    t0 = clock.called = time.perf_counter()
     out = trainer.train()
     wall = time.perf_counter() - t0
     # The trainer's own clock: the training loop only, not DeepSpeed's engine set-up (on a fresh
@@ -108,10 +180,24 @@ def fit(trainer) -> dict:
         "tokens": tokens,  # non-padding input tokens, summed over all workers
         "seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),  # train() including engine set-up
-        "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
+        "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,  # start-up included
+        **clock.report(),  # startup_seconds, steady_tokens_per_s: start-up apart
+        "peak_memory_gib": round(_peak_memory_gib(), 3),
         "world_size": int(trainer.args.world_size),
         "log_history": list(state.log_history),
+        **({"packing": trainer.pack_plan.as_dict()} if getattr(trainer, "pack_plan", None) else {}),
     }
+
+
+def _peak_memory_gib() -> float:
+    """This process's peak: allocated GPU memory, or on CPU its max resident set."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def save(trainer, cfg: TrainConfig, lora, base_model: str, out_dir: str, gpu: bool, metrics: dict) -> None:

@@ -1,0 +1,88 @@
+"""Token-budget packing (train.packing): rows packed padding-free into sequences of
+max_tokens_per_batch tokens must train exactly the tokens the unpacked rows train, and give the
+same loss (each packed row attends only to itself); the plan keeps the rows per optimizer step."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selftaught.config import TrainConfig
+from selftaught.training import packing
+from selftaught.training.args import packed_kwargs, sft_config_kwargs
+from selftaught.training.data import sft_dataset
+
+
+def rows(n: int = 10) -> list[dict]:
+    out = []
+    for i in range(n):
+        v = "A" if i % 2 else "B"
+        out.append({"messages": [
+            {"role": "system", "content": "Compare the two answers."},
+            {"role": "user", "content": f"[Question]\nWhat is {i} + {i}?" + " Think." * (i % 4) + f"\n[A] {2 * i}\n[B] {2 * i + 1}"},
+            {"role": "assistant", "content": f"Verdict: [[{v}]]\n\n" + "It adds up. " * (1 + i % 3)}]})
+    return out
+
+
+def test_plan_derives_the_accumulation_from_rows_per_pack():
+    p = packing.plan([100] * 8, budget=256, rows_per_step=4, world_size=1)
+    assert (p.packs, p.rows_per_pack, p.gradient_accumulation_steps) == (4, 2.0, 2)  # 2 rows a pack: 2 packs a step
+    assert packing.plan([100] * 8, budget=256, rows_per_step=16, world_size=2).gradient_accumulation_steps == 2  # 4 packs / 2 workers
+    one = packing.plan([300, 300], budget=256, rows_per_step=8, world_size=1)
+    assert one.packs == 2 and one.tokens == 512  # a row longer than the budget is cut to it
+
+
+def _trainer(tiny_model_path: str, tmp_path, packed: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = TrainConfig(strategy="plain", deepspeed=None, num_workers=1, per_device_batch_size=2,
+                      gradient_accumulation_steps=2, max_seq_length=512, packing=packed, max_tokens_per_batch=512)
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    ds = sft_dataset(rows())
+    kw = sft_config_kwargs(cfg, str(tmp_path / ("p" if packed else "u")), gpu=False)
+    plan = None
+    if packed:
+        plan = packing.plan(packing.row_lengths(ds, tok), 512, 4, 1)
+        kw.update(packed_kwargs(plan))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    return SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=ds, processing_class=tok), plan
+
+
+def _trained_tokens(batch: dict) -> list[tuple[int, ...]]:
+    """Per row: the token ids that carry a label (completion tokens), split at each row's start."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    out = []
+    if "position_ids" in batch:  # one padding-free pack: rows start where position ids restart at 0
+        starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
+        for a, b in zip(starts, starts[1:]):
+            out.append(tuple(ids[0, a:b][labels[0, a:b] != -100].tolist()))
+    else:
+        for i in range(ids.shape[0]):
+            out.append(tuple(ids[i][labels[i] != -100].tolist()))
+    return out
+
+
+def _loss_sum(model, batch: dict) -> tuple[float, int]:
+    """Summed token loss and the number of predicted tokens (the model's own shift)."""
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}).logits
+    labels = batch["labels"][:, 1:]
+    lp = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                           ignore_index=-100, reduction="sum")
+    return float(lp), int((labels != -100).sum())
+
+
+def test_packed_batches_train_the_same_tokens_with_the_same_loss(tiny_model_path, tmp_path):
+    unpacked, _ = _trainer(tiny_model_path, tmp_path, packed=False)
+    packed, plan = _trainer(tiny_model_path, tmp_path, packed=True)
+    assert plan.packs == len(packed.train_dataset) < len(unpacked.train_dataset) == 10
+    ub = [unpacked.data_collator([unpacked.train_dataset[i]]) for i in range(len(unpacked.train_dataset))]
+    pb = [packed.data_collator([packed.train_dataset[i]]) for i in range(len(packed.train_dataset))]
+    want = sorted(t for b in ub for t in _trained_tokens(b))
+    got = sorted(t for b in pb for t in _trained_tokens(b))
+    assert got == want and all(want)  # the same completion tokens, row for row, and nothing else
+    model = packed.model.eval()
+    u = [_loss_sum(model, b) for b in ub]
+    p = [_loss_sum(model, b) for b in pb]
+    assert sum(n for _, n in p) == sum(n for _, n in u)
+    assert sum(x for x, _ in p) == pytest.approx(sum(x for x, _ in u), rel=1e-5)  # no row sees another (attending across rows: ~6e-4 off)
