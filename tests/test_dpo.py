@@ -121,6 +121,26 @@ def test_dpo_moves_the_policy_toward_chosen(objective, tmp_path, tiny_model_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy,workers,lora", [("zero3", 2, False), ("plain", 1, True)])
+def test_dpo_under_zero3_and_with_lora(strategy, workers, lora, tmp_path, tiny_model_path, ray_local):
+    """ZeRO-3 (the reference model partitioned too) and LoRA (the reference is the model with its adapter
+    off; the adapter is merged into the saved model): DPO still moves the saved policy toward chosen."""
+    from selftaught.config import LoraConfig
+    from selftaught.training.launch import train_with_ray
+
+    pref = preference_rows()
+    write_records(tmp_path / "dpo.parquet", pref)
+    cfg = TrainConfig(strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json",
+                      num_workers=workers, lr=1e-3, warmup_steps=0, max_steps=6, per_device_batch_size=2,
+                      gradient_accumulation_steps=1, max_seq_length=512, logging_steps=1, objective="dpo",
+                      dpo=DpoConfig(lr=5e-3 if lora else 5e-4), lora=LoraConfig(enabled=lora))
+    res = train_with_ray(None, tiny_model_path, str(tmp_path / "model"), cfg, RAY, dpo_path=str(tmp_path / "dpo.parquet"))
+    assert res.metrics["dpo_margin_last"] > res.metrics["dpo_margin_first"] and res.metrics["lora"] is lora
+    before, after = margin(tiny_model_path, pref), margin(res.model_path, pref)
+    assert after > before + 0.5, (before, after)
+
+
+@pytest.mark.slow
 def test_a_round_with_sft_then_dpo(tmp_path, tiny_model_path, ray_local):
     """Through the driver: the judge's samples become preference rows (stage dpo_data, beside sft_data),
     and the round trains SFT then DPO on them; a rerun redoes nothing."""

@@ -54,6 +54,8 @@ def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
         bf16=bf16,
         fp16=False,
         optim="adamw_torch_fused" if gpu else "adamw_torch",
+        # Unpacked micro-batches of several rows: rows of similar length together, so padding stays small.
+        train_sampling_strategy="group_by_length" if cfg.per_device_batch_size > 1 else "random",
         # Without use_cpu, transformers on a GPU-less worker sees world_size=1 and DeepSpeed's
         # batch-size assertion (train_batch = micro x accum x world) fails.
         use_cpu=not gpu,
@@ -75,7 +77,7 @@ def packed_kwargs(pack) -> dict:
     """``SFTConfig`` keywords for a ``packing.PackPlan``: one padding-free pack of ``budget`` tokens per
     micro-batch, the derived accumulation."""
     return dict(packing=True, packing_strategy="bfd", max_length=pack.budget, per_device_train_batch_size=1,
-                gradient_accumulation_steps=pack.gradient_accumulation_steps)
+                gradient_accumulation_steps=pack.gradient_accumulation_steps, train_sampling_strategy="random")
 
 
 def dpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
@@ -84,6 +86,7 @@ def dpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
     kw = sft_config_kwargs(cfg, out_dir, gpu, deepspeed)
     for k in ("completion_only_loss", "assistant_only_loss", "packing"):
         kw.pop(k)
+    kw["train_sampling_strategy"] = "random"  # preference rows have no single length column
     d = cfg.dpo
     kw.update(learning_rate=d.lr or cfg.lr, beta=d.beta,
               loss_type=["sigmoid", "sft"] if d.nll_weight > 0 else ["sigmoid"],

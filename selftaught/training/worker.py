@@ -5,6 +5,7 @@ distributed environment (it then sets up a world of size 1 itself).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -154,7 +155,11 @@ def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    # FlashAttention-2 where installed (GPU): variable-length attention over packed rows; else SDPA, which
+    # transformers masks block-diagonally from the packed position ids (tests/test_packing.py).
+    flash = gpu and importlib.util.find_spec("flash_attn") is not None
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype,
+                                                 **({"attn_implementation": "flash_attention_2"} if flash else {}))
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
