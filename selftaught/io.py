@@ -435,6 +435,17 @@ def _mt_bench(row: dict) -> Union[dict, str]:
 TIES = "Ties"  # RewardBench 2's subset scored by ratings (``ties``), not pairwise
 
 
+def _scalar_id(row: dict):
+    """An eval row's own ``id`` when it is a string or an integer; else None (the reader numbers it)."""
+    rid = row.get("id")
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+def _subset(row: dict, stem: str) -> str:
+    """An eval row's ``subset`` when it names one; else its file's stem."""
+    return row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
+
+
 def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
     """A RewardBench 2 item (``allenai/reward-bench-2``): ``{id, prompt, chosen: [one], rejected:
     [three], subset}`` -> its candidates, the correct one first (``eval_data`` expands them into a
@@ -451,9 +462,7 @@ def _rewardbench2(row: dict, stem: str) -> Union[dict, str]:
         return "fields 'chosen'/'rejected': every answer must be a non-empty string"
     if not chosen:
         return "field 'chosen' is empty"
-    rid = row.get("id")
-    rid = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
-    subset = row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
+    rid, subset = _scalar_id(row), _subset(row, stem)
     if subset == TIES:  # several correct answers (or one, its reference item): each candidate rated alone
         return {"id": rid, "instruction": prompt, "candidates": cands, "num_correct": len(chosen), "subset": subset}
     if len(chosen) != 1:
@@ -517,11 +526,9 @@ def _graded_eval(row: dict, stem: str) -> Union[dict, str]:
     if err:
         return err
     ref = row.get("orig_reference_answer" if orig else "reference")
-    rid = row.get("id")
-    return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
-            "instruction": instruction, "response": response, "rubric": rubric,
+    return {"id": _scalar_id(row), "instruction": instruction, "response": response, "rubric": rubric,
             "reference": ref.strip() if isinstance(ref, str) and ref.strip() else None, "human_score": human,
-            "subset": row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem}
+            "subset": _subset(row, stem)}
 
 
 def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[dict, Reject]]:
@@ -571,7 +578,7 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             subset = stem
         elif "chosen" in row:  # RewardBench
             keys = ("prompt", "chosen", "rejected")
-            subset = row["subset"] if isinstance(row.get("subset"), str) and row["subset"] else stem
+            subset = _subset(row, stem)
         else:
             return ("unrecognized row: expected LLMBar {input, output_1, output_2, label}, RewardBench {prompt, chosen, "
                     "rejected}, MT-Bench human {conversation_a, conversation_b, winner, turn} or a graded response "
@@ -584,9 +591,7 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             vals.append(v)
         if vals[1].strip() == vals[2].strip():
             return SAME_ANSWERS
-        rid = row.get("id")
-        return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
-                "instruction": vals[0], "chosen": vals[1], "rejected": vals[2], "subset": subset}
+        return {"id": _scalar_id(row), "instruction": vals[0], "chosen": vals[1], "rejected": vals[2], "subset": subset}
 
     return _load(path, format, convert, limit, what)
 

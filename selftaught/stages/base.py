@@ -52,6 +52,10 @@ class Upstream:
     # A stage's folders in rounds 1 .. round-1 (``select`` with generator.fresh_instructions).
     earlier: Callable[[str], list["StageDir"]] = lambda name: []
 
+    def summary_of(self, name: str) -> dict:
+        """The summary of source ``name``; empty when it did not run (disabled, or before the run)."""
+        return self.sources.get(name, (None, {}))[1]
+
 
 def _none(*_: Any) -> Any:
     return None

@@ -74,8 +74,8 @@ def shard_stats(rows: list[dict], cfg: DpoBuild) -> dict:
 
 
 def dpo_build(cfg: RunConfig, up: Upstream) -> DpoBuild:
-    judged = up.sources.get(judge.STAGE, (None, {}))[1]
-    return DpoBuild(judge.stage_config(cfg, up), cfg.seed, judged.get("balance") if cfg.judge.balance else None)
+    return DpoBuild(judge.stage_config(cfg, up), cfg.seed,
+                    up.summary_of(judge.STAGE).get("balance") if cfg.judge.balance else None)
 
 
 SPEC = StageSpec(name=STAGE, row_type=PreferenceRow, process=process, engine=None, shard_stats=shard_stats,

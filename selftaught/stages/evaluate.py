@@ -18,7 +18,7 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - mode ``absolute``: ``score_accuracy`` (each answer graded 1-5 alone; the better one scores strictly
   higher; a tie or an unparsed score is wrong), ``score_tie_rate``, ``expected_score_accuracy``
 - sets of responses with a human 1-5 score (Prometheus style): each graded alone; ``pearson`` and
-  ``spearman`` with the human scores (Fisher-z intervals), ``parse_failure_rate``; in mode absolute
+  ``spearman`` with the human scores (Fisher-z intervals), ``graded_parse_failure_rate``; in mode absolute
 - RewardBench 2 Ties (ratings): each candidate graded alone; ``ties_score`` and its parts (``ties``)
 - ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
   among the item's n candidates; chance 1/n (``best_of_n_chance``)
@@ -130,8 +130,8 @@ def _human_scored(rows: list[dict], engine: Engine, ctx: StageContext, cfg: Eval
     tpl = load_template(cfg.absolute_template)
     items = [{"id": p["eval_id"], **{k: p.get(k) for k in ("instruction", "response", "rubric", "reference")}}
              for p in rows]
-    got = grades.grade(items, engine, ctx, tpl, cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
     sampling = grades.grade_sampling(cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    got = grades.grade(items, engine, ctx, tpl, sampling, ctx.constrained)
     out = []
     for p in rows:
         row = {"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
@@ -156,8 +156,8 @@ def _absolute(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalCon
     pairs = [p for p in pairs if p.get("scored") is not False]
     items = [{"id": f"{p['eval_id']}/{side}", "instruction": p["instruction"], "response": p[side]}
              for p in pairs for side in ("chosen", "rejected")]
-    graded = grades.grade(items, engine, ctx, tpl, cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
     sampling = grades.grade_sampling(cfg.max_tokens, ctx.constrained, cfg.frequency_penalty)
+    graded = grades.grade(items, engine, ctx, tpl, sampling, ctx.constrained)
     rows = [{"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "order": ABSOLUTE, "mode": ABSOLUTE,
              "status": NO_GOLD} for p in unscored]  # accounted for, not graded
     for p in pairs:
@@ -357,7 +357,7 @@ def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),
-                 rows_per_input=lambda c: len(ORDERS) * len(pairwise_modes(c)) + (ABSOLUTE in c.modes), rows_for=rows_for,
+                 rows_for=rows_for,
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
                  config=lambda cfg, up: eval_config(cfg),
                  templates=lambda c: (c.template, c.absolute_template),

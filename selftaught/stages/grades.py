@@ -90,19 +90,20 @@ def sample_grades(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Temp
     return out
 
 
-def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, max_tokens: int, constrained: bool,
-          frequency_penalty: float = 0.0) -> dict[str, dict]:
-    """Greedy gradings: ``{row id: {feedback, text, score, error, expected_score, tokens, prompt_tokens}}``;
-    rows whose prompt does not fit the context are absent."""
-    got = sample_grades(rows, engine, ctx, tpl, grade_sampling(max_tokens, constrained, frequency_penalty), constrained)
+def grade(rows: list[dict], engine: Engine, ctx: StageContext, tpl: Template, sampling: Sampling,
+          constrained: bool) -> dict[str, dict]:
+    """One grading of each row with ``sampling`` (greedy: ``grade_sampling``, which the caller's
+    provenance records too): ``{row id: {feedback, text, score, error, expected_score, tokens,
+    prompt_tokens}}``; rows whose prompt does not fit the context are absent."""
+    got = sample_grades(rows, engine, ctx, tpl, sampling, constrained)
     return {rid: {**g["samples"][0], "prompt_tokens": g["prompt_tokens"]} for rid, g in got.items()}
 
 
 def process(rows: list[dict], engine: Engine, ctx: StageContext, c: Judging) -> list[dict]:
     tpl = load_template(c.file.absolute_template)
     ctx = replace(ctx, constrained=c.constrained)
-    graded = grade(rows, engine, ctx, tpl, c.eval.max_tokens, c.constrained, c.eval.frequency_penalty)
     sampling = grade_sampling(c.eval.max_tokens, c.constrained, c.eval.frequency_penalty)
+    graded = grade(rows, engine, ctx, tpl, sampling, c.constrained)
     out = []
     for r in rows:
         row = {k: r.get(k) for k in ("id", "source", "instruction", "response", "rubric", "reference", "human_score")}

@@ -103,10 +103,8 @@ def shard_stats(rows: list[dict], cfg: SftBuild) -> dict:
 def sft_build(cfg: RunConfig, up: Upstream) -> SftBuild:
     """The judge stage's A/B thresholds and grade_pairs' score thresholds (their summaries), unless
     judge.balance / judge.score_balance is off."""
-    judged = up.sources.get(judge.STAGE, (None, {}))[1]
-    graded = up.sources.get(grade_pairs.STAGE, (None, {}))[1]
-    return SftBuild(cfg.judge, cfg.seed, judged.get("balance") if cfg.judge.balance else None,
-                    graded.get("score_balance") if cfg.judge.score_balance else None)
+    return SftBuild(cfg.judge, cfg.seed, up.summary_of(judge.STAGE).get("balance") if cfg.judge.balance else None,
+                    up.summary_of(grade_pairs.STAGE).get("score_balance") if cfg.judge.score_balance else None)
 
 
 SPEC = StageSpec(name=STAGE, row_type=SftRow, process=process, engine=None, shard_stats=shard_stats,
