@@ -8,13 +8,15 @@ env on one node), so DeepSpeed state and memory never leak from one row to the n
 
     python scripts/bench_train.py --model-config 1b --strategy zero2,zero3 --workers 1 --bf16 --steps 10
     python scripts/bench_train.py --model-config tiny --strategy zero2,zero3 --workers 2 --steps 4 --seq-len 256
-    python scripts/bench_train.py --mode both --model-config 1b --strategy zero2 --bf16 --steps 24   # GPU
-    python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6
+    python scripts/bench_train.py --mode both --model-config 1b --strategy zero2,zero3 --bf16 --steps 24   # GPU
+    python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6 --max-tokens auto,2048
 
 ``--mode stage`` trains the project's own ``train_worker`` (TRL SFTTrainer, completion-only loss) on real
-judge rows, unpacked (the recipe's micro-batch x accumulation) and packed (token-budget micro-batches,
-``train.packing``), and prints steady tokens/s (start-up apart), MFU, padding share and peak memory;
-``--mode both`` prints the raw table after it, in the same run.
+judge rows under each strategy: unpacked (the recipe's micro-batch x accumulation), batched (the same rows
+as one padded micro-batch) and packed (token-budget micro-batches, ``train.packing``; ``auto`` = the budget
+the stage sizes itself), and prints steady tokens/s, MFU, padding share, start-up (and its engine set-up
+part), the first step, peak memory and the budget's memory estimate; ``--mode both`` prints the raw table
+after it, in the same run.
 
 MFU = 6 x params x tokens/s / (peak FLOPS x GPUs): the usual dense-transformer estimate (forward +
 backward, attention score FLOPs and gradient-checkpointing recompute not counted). ``--peak-tflops``
@@ -30,6 +32,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 
 
@@ -240,16 +243,33 @@ def _stage_case(config: dict, queue) -> None:
         queue.put({"error": traceback.format_exc()})
 
 
-def run_stage(args: argparse.Namespace) -> list[dict]:
-    """Each case (``--cases``) trains the project's ``train_worker`` (1 process, standalone) on the same
-    judge rows for ``--warmup + --steps`` optimizer steps, in a fresh process; its own metrics file gives
-    steady tokens/s (the steps after the first two), start-up and peak memory."""
+def stage_cases(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
+    """(case, packed budget): ``--cases``, with ``packed`` once per ``--max-tokens`` value (auto: unset, the
+    budget train_worker sizes itself)."""
+    out: list[tuple[str, Optional[int]]] = []
+    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        if case not in ("unpacked", "batched", "packed", "compiled"):
+            raise SystemExit(f"--cases: unknown {case!r} (unpacked | batched | packed | compiled)")
+        if case != "packed":
+            out.append((case, None))
+            continue
+        for b in [x.strip() for x in str(args.max_tokens).split(",") if x.strip()]:
+            if b != "auto" and not (b.isdigit() and int(b) >= 64):
+                raise SystemExit(f"--max-tokens: {b!r} is neither auto nor a number >= 64")
+            out.append(("packed" if b == "auto" else f"packed-{b}", None if b == "auto" else int(b)))
+    return out
+
+
+def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
+    """Each case (``--cases``) under each strategy trains the project's ``train_worker`` (1 process,
+    standalone) on the same judge rows for ``--warmup + --steps`` optimizer steps, in a fresh process; its
+    own metrics file gives steady tokens/s (the steps after the first two), start-up and peak memory."""
     import multiprocessing as mp
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selftaught.config import TrainConfig
+    from selftaught.config import ConfigError, TrainConfig
     from selftaught.io import write_records
     from selftaught.training import packing
     from selftaught.training.data import sft_dataset
@@ -269,53 +289,65 @@ def run_stage(args: argparse.Namespace) -> list[dict]:
     lengths = packing.row_lengths(sft_dataset(rows), tok)
     gpu = torch.cuda.is_available() and not args.cpu
     out = []
-    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        if case not in ("unpacked", "batched", "packed"):
-            raise SystemExit(f"--cases: unknown {case!r} (unpacked | batched | packed)")
-        packed = case == "packed"
-        # batched: the same rows per step as one padded micro-batch (no accumulation)
-        micro, accum = ((args.batch_size * args.accumulation, 1) if case == "batched" else (args.batch_size, args.accumulation))
-        tc = TrainConfig(strategy=args.strategy.split(",")[0], deepspeed=None if args.strategy == "plain" else
-                         f"{args.strategy.split(',')[0]}.json", num_workers=1, use_gpu=gpu, bf16=bool(args.bf16) if gpu else None,
-                         lr=1e-5, warmup_steps=0, max_steps=args.warmup + args.steps, per_device_batch_size=micro,
-                         gradient_accumulation_steps=accum, max_seq_length=args.seq_len, packing=packed,
-                         max_tokens_per_batch=args.max_tokens if packed else None, logging_steps=1)
-        config = {"data_path": str(tmp / "rows.parquet"), "dpo_path": None, "base_model": str(base),
-                  "out_dir": str(tmp / f"out-{case}"), "train": tc}
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_stage_case, args=(config, queue))
-        proc.start()
-        m = queue.get()
-        proc.join()
-        if "error" in m:
-            raise RuntimeError(f"{case}: {m['error']}")
-        pk = m.get("packing") or {}
-        out.append({"case": case, "rows": len(rows), "mean_row_tokens": sum(lengths) / len(lengths),
-                    "micro_batch": f"1 pack x {pk['budget']} tok" if pk else f"{micro} rows",
-                    "accumulation": pk.get("gradient_accumulation_steps", accum),
-                    "rows_per_step": round(pk["rows_per_pack"] * pk["gradient_accumulation_steps"], 2) if pk
-                    else micro * accum,
-                    "padding_share": 0.0 if pk else padding_share(lengths, micro),
-                    "steady_tokens_per_s": m.get("steady_tokens_per_s"), "reported_tokens_per_s": m.get("tokens_per_s"),
-                    "startup_seconds": m.get("startup_seconds"), "peak_gib": m.get("peak_memory_gib"),
-                    "steps": m.get("steps"), "gpu": gpu, "loss": m.get("train_loss")})
-        print(f"done {case}: {out[-1]['steady_tokens_per_s']} steady tok/s", file=sys.stderr, flush=True)
+    for strategy in strategies:
+        for case, max_tokens in stage_cases(args):
+            packed = case.startswith("packed") or case == "compiled"  # compiled: packed (auto) + train.torch_compile
+            # batched: the same rows per step as one padded micro-batch (no accumulation)
+            micro, accum = ((args.batch_size * args.accumulation, 1) if case == "batched" else (args.batch_size, args.accumulation))
+            try:
+                tc = TrainConfig(strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json",
+                                 num_workers=1, use_gpu=gpu, bf16=bool(args.bf16) if gpu else None, lr=1e-5, warmup_steps=0,
+                                 max_steps=args.warmup + args.steps, per_device_batch_size=micro,
+                                 gradient_accumulation_steps=accum, max_seq_length=args.seq_len,
+                                 gradient_checkpointing=args.grad_ckpt, packing=packed, max_tokens_per_batch=max_tokens,
+                                 torch_compile=case == "compiled", logging_steps=1)
+            except ConfigError as e:  # a combination the stage refuses (compiled under zero3)
+                print(f"skipped {strategy} {case}: {e}", flush=True)
+                continue
+            config = {"data_path": str(tmp / "rows.parquet"), "dpo_path": None, "base_model": str(base),
+                      "out_dir": str(tmp / f"out-{strategy}-{case}"), "train": tc}
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_stage_case, args=(config, queue))
+            proc.start()
+            m = queue.get()
+            proc.join()
+            if "error" in m:
+                raise RuntimeError(f"{strategy} {case}: {m['error']}")
+            pk = m.get("packing") or {}
+            out.append({"strategy": strategy, "case": case, "rows": len(rows), "mean_row_tokens": sum(lengths) / len(lengths),
+                        "micro_batch": f"1 pack x {pk['budget']} tok" if pk else f"{micro} rows",
+                        "budget_source": {"train.max_tokens_per_batch": "--max-tokens"}.get(pk.get("budget_source"),
+                                                                                            pk.get("budget_source", "")),
+                        "accumulation": pk.get("gradient_accumulation_steps", accum),
+                        "rows_per_step": round(pk["rows_per_pack"] * pk["gradient_accumulation_steps"], 2) if pk
+                        else micro * accum,
+                        "padding_share": 0.0 if pk else padding_share(lengths, micro),
+                        "steady_tokens_per_s": m.get("steady_tokens_per_s"), "reported_tokens_per_s": m.get("tokens_per_s"),
+                        "startup_seconds": m.get("startup_seconds"), "engine_seconds": m.get("engine_seconds"),
+                        "first_step_seconds": m.get("first_step_seconds"), "peak_gib": m.get("peak_memory_gib"),
+                        "estimated_peak_gib": pk.get("estimated_peak_gib"),
+                        "steps": m.get("steps"), "gpu": gpu, "loss": m.get("train_loss")})
+            print(f"done {strategy} {case}: {out[-1]['steady_tokens_per_s']} steady tok/s", file=sys.stderr, flush=True)
     return out
 
 
 def print_stage(rows: list[dict], params: int, peak_tflops: float | None) -> None:
+    """One line per (strategy, case); ``vs first`` is each line's steady tok/s over the first line's."""
     base = rows[0]["steady_tokens_per_s"] or 0
-    head = (f"{'case':<10}{'micro-batch':>20}{'accum':>7}{'rows/step':>10}{'padding':>9}{'steady tok/s':>14}{'vs first':>9}"
-            f"{'MFU %':>7}{'reported tok/s':>16}{'start-up s':>12}{'peak GiB':>10}")
+    head = (f"{'strategy':<9}{'case':<13}{'micro-batch':>20}{'budget from':>17}{'accum':>6}{'rows/step':>10}{'padding':>8}"
+            f"{'steady tok/s':>13}{'vs first':>9}{'MFU %':>7}{'reported tok/s':>15}{'start-up s':>11}{'engine s':>9}"
+            f"{'1st step s':>11}{'peak GiB':>9}{'est. GiB':>9}")
     print(head)
     print("-" * len(head))
     for r in rows:
         tps = r["steady_tokens_per_s"] or 0
         mfu = f"{100 * 6 * params * tps / (peak_tflops * 1e12):.1f}" if peak_tflops else "n/a"
-        print(f"{r['case']:<10}{r['micro_batch']:>20}{r['accumulation']:>7}{r['rows_per_step']:>10}"
-              f"{r['padding_share']:>9.1%}{tps:>14.1f}{(tps / base if base else 0):>8.2f}x{mfu:>7}"
-              f"{r['reported_tokens_per_s'] or 0:>16.1f}{r['startup_seconds'] or 0:>12.1f}{r['peak_gib'] or 0:>10.2f}")
+        est = f"{r['estimated_peak_gib']:.2f}" if r.get("estimated_peak_gib") is not None else "-"
+        print(f"{r['strategy']:<9}{r['case']:<13}{r['micro_batch']:>20}{r['budget_source'] or '-':>17}{r['accumulation']:>6}"
+              f"{r['rows_per_step']:>10}{r['padding_share']:>8.1%}{tps:>13.1f}{(tps / base if base else 0):>8.2f}x{mfu:>7}"
+              f"{r['reported_tokens_per_s'] or 0:>15.1f}{r['startup_seconds'] or 0:>11.1f}{r['engine_seconds'] or 0:>9.1f}"
+              f"{r['first_step_seconds'] or 0:>11.2f}{r['peak_gib'] or 0:>9.2f}{est:>9}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -337,12 +369,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="raw: random tokens, plain HF Trainer; stage: the project's train_worker on judge rows")
     ap.add_argument("--cases", default="unpacked,batched,packed",
                     help="stage mode: comma list of unpacked (micro-batch x accumulation, the recipe's default), "
-                         "batched (the same rows as one padded micro-batch), packed (train.packing)")
+                         "batched (the same rows as one padded micro-batch), packed (train.packing, once per "
+                         "--max-tokens), compiled (packed with the auto budget, and train.torch_compile)")
     ap.add_argument("--rows", default=None, help="stage mode: a run's sft_data folder (default: the demo eval set "
                                                  "through the judge template)")
     ap.add_argument("--tokenizer", default=None, help="stage mode: tokenizer folder (default: the embedded SmolLM2's)")
     ap.add_argument("--accumulation", type=int, default=8, help="stage mode: the recipe's accumulation (unpacked)")
-    ap.add_argument("--max-tokens", type=int, default=4096, help="stage mode: tokens per packed micro-batch")
+    ap.add_argument("--max-tokens", default="auto",
+                    help="stage mode: tokens per packed micro-batch, a comma list (one packed case each); auto: "
+                         "train.max_tokens_per_batch unset, the budget train_worker sizes from memory")
     args = ap.parse_args(argv)
     if args.mode in ("stage", "both") and args.tokenizer is None:
         from selftaught.config import ModelConfig
@@ -365,11 +400,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         import torch
 
         gpu = torch.cuda.is_available() and not args.cpu
-        stage = run_stage(args)
+        stage = run_stage(args, strategies)
         print(f"\nstage mode: train_worker, model {args.model_config} ({params / 1e6:.1f}M params), "
-              f"{args.strategy.split(',')[0]}, {stage[0]['rows']} judge rows of {stage[0]['mean_row_tokens']:.0f} tokens on "
+              f"{stage[0]['rows']} judge rows of {stage[0]['mean_row_tokens']:.0f} tokens on "
               f"average, {args.steps} steps after {args.warmup} (steady: after the first two)")
         print_stage(stage, params, args.peak_tflops if args.peak_tflops is not None else (989.0 if gpu else None))
+        if not gpu:
+            print("(CPU: peak GiB = the process's max RSS, libraries included; est. GiB = model states + a micro-batch's "
+                  "activations, as training.budget estimates them)")
         if args.mode == "stage":
             if args.json:
                 Path(args.json).write_text(json.dumps(stage, indent=2))

@@ -428,11 +428,17 @@ class TrainConfig(BaseConfig):
     min_examples: int = 1
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Token-budget micro-batches for SFT: rows packed (best-fit decreasing) into padding-free sequences
-    # of max_tokens_per_batch tokens (null: max_seq_length; a longer row is cut to it), one per
-    # micro-batch, with the accumulation derived so a step still sees about per_device_batch_size x
-    # gradient_accumulation_steps rows per worker (training.packing). null: on with use_gpu, off on CPU.
+    # of max_tokens_per_batch tokens, one per micro-batch, with the accumulation derived so a step still
+    # sees about per_device_batch_size x gradient_accumulation_steps rows per worker (training.packing).
+    # packing null: on with use_gpu, off on CPU.
     packing: Optional[bool] = None
+    # null: sized per run (training.budget): one optimizer step's rows per pack (no accumulation) where
+    # the worker's memory holds them, else what fits; at most max_seq_length without FlashAttention-2
+    # (SDPA computes attention across a whole pack); never below the longest row.
     max_tokens_per_batch: Optional[int] = None
+    # torch.compile the model (transformers' torch_compile; not with zero3). Off: on CPU it pays only after
+    # about a dozen steps (README, bench_train --cases compiled) and it is not measured on a GPU.
+    torch_compile: bool = False
     # sft (the recipe: SFT on the kept judgments) | dpo (on preference rows, stage dpo_data) |
     # sft_then_dpo (Meta's release: SFT, then DPO from the SFT model); see train.dpo.
     objective: str = "sft"
@@ -464,6 +470,10 @@ class TrainConfig(BaseConfig):
                     f"must be >= 64 or null, got {self.max_tokens_per_batch}")
         self._check(self.objective in TRAIN_OBJECTIVES, "objective", f"must be one of {'|'.join(TRAIN_OBJECTIVES)}, "
                     f"got {self.objective!r}")
+        # ZeRO-3 frees each gathered weight after use, in place; the compiled graph (and TRL's tiled LM head)
+        # saved it for backward, which then fails ("modified by an inplace operation"; bench_train, CPU).
+        self._check(not (self.torch_compile and self.strategy == "zero3"), "torch_compile",
+                    "does not work with train.strategy=zero3 (its backward needs weights ZeRO-3 has freed); use zero2")
         self._check(not (self.use_gpu is False and self.bf16 is True), "bf16",
                     "bf16 training needs train.use_gpu=true here (CPU runs float32)")
 

@@ -473,7 +473,7 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
             row["judge/dpo_examples"] = s.get("out")
         elif st == "train":
             row["train/skipped"] = s.get("skipped")
-            for key in ("train_loss", "tokens_per_s", "steady_tokens_per_s", "startup_seconds", "steps",
+            for key in ("train_loss", "tokens_per_s", "steady_tokens_per_s", "startup_seconds", "engine_seconds", "steps",
                         "dpo_margin_first", "dpo_margin_last"):
                 if s.get(key) is not None:
                     row[f"train/{key}"] = s[key]

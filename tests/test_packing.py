@@ -86,3 +86,26 @@ def test_packed_batches_train_the_same_tokens_with_the_same_loss(tiny_model_path
     p = [_loss_sum(model, b) for b in pb]
     assert sum(n for _, n in p) == sum(n for _, n in u)
     assert sum(x for x, _ in p) == pytest.approx(sum(x for x, _ in u), rel=1e-5)  # no row sees another (attending across rows: ~6e-4 off)
+
+
+def test_torch_compile_trains_the_eager_losses(tiny_model_path, tmp_path):
+    """train.torch_compile: the compiled model takes the same steps as the eager one (packed batches, whose
+    lengths vary from pack to pack)."""
+    from selftaught.io import write_records
+    from selftaught.training import worker
+
+    write_records(tmp_path / "rows.parquet", rows(12))
+    losses = {}
+    for compiled in (False, True):
+        cfg = TrainConfig(strategy="plain", deepspeed=None, num_workers=1, per_device_batch_size=1, gradient_accumulation_steps=1,
+                          max_seq_length=512, packing=True, max_tokens_per_batch=256, max_steps=3, warmup_steps=0, lr=1e-3,
+                          torch_compile=compiled)
+        trainer, _ = worker.load(cfg, str(tmp_path / "rows.parquet"), tiny_model_path, str(tmp_path / f"out{compiled}"), gpu=False)
+        assert trainer.args.torch_compile is compiled
+        losses[compiled] = [h["loss"] for h in worker.fit(trainer)["log_history"] if "loss" in h]
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], rel=1e-4)
+    assert losses[True][-1] < losses[True][0]  # and it learns
+    from selftaught.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.torch_compile: does not work with train.strategy=zero3"):
+        TrainConfig(strategy="zero3", deepspeed="zero3.json", torch_compile=True)

@@ -22,6 +22,14 @@ def use_packing(cfg: TrainConfig, gpu: bool) -> bool:
     return gpu if cfg.packing is None else bool(cfg.packing)
 
 
+def use_flash_attention(gpu: bool) -> bool:
+    """FlashAttention-2 where installed, on GPU: variable-length attention, each packed row attending only to
+    itself. Else SDPA, which transformers masks block-diagonally from the packed position ids."""
+    import importlib.util
+
+    return gpu and importlib.util.find_spec("flash_attn") is not None
+
+
 def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
     """bf16 on GPU unless ``train.bf16=false``; always float32 on CPU."""
     if not gpu:
@@ -43,6 +51,7 @@ def sft_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
         lr_scheduler_type=cfg.lr_scheduler,
         weight_decay=cfg.weight_decay,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        torch_compile=cfg.torch_compile,
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
         data_seed=cfg.seed,

@@ -11,6 +11,9 @@ completion-only labels, one causal block per row (packed rows do not attend to e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
+from selftaught.training.budget import Budget
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class PackPlan:
     budget: int
     tokens: int  # tokens in all rows (as packed: a row longer than the budget is cut to it)
     gradient_accumulation_steps: int  # packs per worker per optimizer step
+    sized: Optional[Budget] = None  # how the budget was sized (None: train.max_tokens_per_batch)
 
     @property
     def rows_per_pack(self) -> float:
@@ -27,7 +31,8 @@ class PackPlan:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "packs": self.packs, "budget": self.budget, "tokens": self.tokens,
-                "rows_per_pack": round(self.rows_per_pack, 3), "gradient_accumulation_steps": self.gradient_accumulation_steps}
+                "rows_per_pack": round(self.rows_per_pack, 3), "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                **(self.sized.as_dict() if self.sized else {"budget_source": "train.max_tokens_per_batch"})}
 
 
 def row_lengths(dataset, tokenizer) -> list[int]:
@@ -36,7 +41,7 @@ def row_lengths(dataset, tokenizer) -> list[int]:
             for p, c in zip(dataset["prompt"], dataset["completion"])]
 
 
-def plan(lengths: list[int], budget: int, rows_per_step: int, world_size: int) -> PackPlan:
+def plan(lengths: list[int], budget: int, rows_per_step: int, world_size: int, sized: Optional[Budget] = None) -> PackPlan:
     """Pack ``lengths`` into sequences of ``budget`` tokens as TRL will (``pack_dataset``, bfd); the
     accumulation that makes one optimizer step hold about ``rows_per_step`` rows per worker
     (the recipe's per_device_batch_size x gradient_accumulation_steps), given 1 pack per micro-batch."""
@@ -50,4 +55,4 @@ def plan(lengths: list[int], budget: int, rows_per_step: int, world_size: int) -
     # Every worker needs a micro-batch per accumulation step: never accumulate past its share of packs.
     accum = min(accum, max(1, packs // max(1, world_size)))
     return PackPlan(rows=len(lengths), packs=packs, budget=budget, tokens=sum(min(n, budget) for n in lengths),
-                    gradient_accumulation_steps=accum)
+                    gradient_accumulation_steps=accum, sized=sized)

@@ -5,7 +5,6 @@ distributed environment (it then sets up a world of size 1 itself).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -15,9 +14,9 @@ import time
 
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
-from selftaught.training import packing
+from selftaught.training import budget, packing
 from selftaught.training.args import (dpo_config_kwargs, on_gpu, packed_kwargs, peft_config, sft_config_kwargs, train_config,
-                                      use_bf16, use_packing)
+                                      use_bf16, use_flash_attention, use_packing)
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
@@ -120,8 +119,7 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     kw = sft_config_kwargs(cfg, out_dir, gpu, ds_cfg)
     pack = None
     if use_packing(cfg, gpu):
-        pack = packing.plan(packing.row_lengths(dataset, tokenizer), cfg.max_tokens_per_batch or cfg.max_seq_length,
-                            cfg.per_device_batch_size * cfg.gradient_accumulation_steps, int(os.environ.get("WORLD_SIZE", 1)))
+        pack = _pack_plan(cfg, base_model, packing.row_lengths(dataset, tokenizer), gpu)
         kw.update(packed_kwargs(pack))
     # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
     # partitions the weights at load (zero.Init) instead of materialising them on every rank.
@@ -131,6 +129,26 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     trainer.pack_plan = pack  # reported in train_metrics.json
     return trainer, lora
+
+
+def _pack_plan(cfg: TrainConfig, base_model: str, lengths: list[int], gpu: bool) -> packing.PackPlan:
+    """Packs of ``train.max_tokens_per_batch`` tokens, or when unset of the budget ``training.budget`` sizes."""
+    rows_per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
+    sized = None
+    if cfg.max_tokens_per_batch is None:
+        sized = budget.for_worker(cfg, base_model, lengths, rows_per_step, gpu, varlen=use_flash_attention(gpu))
+        if sized.source == "longest row" and sized.memory_tokens is not None and sized.memory_tokens < sized.tokens:
+            log.warning("packed micro-batches of %d tokens (the longest row) exceed the %d tokens estimated to fit "
+                        "in memory; set train.max_seq_length lower or train.gradient_checkpointing=true if this "
+                        "runs out of memory", sized.tokens, sized.memory_tokens)
+    pack = packing.plan(lengths, sized.tokens if sized else cfg.max_tokens_per_batch, rows_per_step,
+                        int(os.environ.get("WORLD_SIZE", 1)), sized)
+    log.info("packing: %s", pack.as_dict())
+    if pack.rows_per_pack > 1.5 * rows_per_step:
+        log.warning("a pack holds %.1f rows, more than the %d rows of an optimizer step: each step sees more rows "
+                    "than per_device_batch_size x gradient_accumulation_steps; set train.max_tokens_per_batch lower "
+                    "or train.packing=false to keep the recipe's batch", pack.rows_per_pack, rows_per_step)
+    return pack
 
 
 def _tokenizer(base_model: str):
@@ -155,11 +173,9 @@ def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
-    # FlashAttention-2 where installed (GPU): variable-length attention over packed rows; else SDPA, which
-    # transformers masks block-diagonally from the packed position ids (tests/test_packing.py).
-    flash = gpu and importlib.util.find_spec("flash_attn") is not None
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype,
-                                                 **({"attn_implementation": "flash_attention_2"} if flash else {}))
+    # SDPA's block-diagonal mask over packed rows is tested in tests/test_packing.py.
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, **(
+        {"attn_implementation": "flash_attention_2"} if use_flash_attention(gpu) else {}))
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
