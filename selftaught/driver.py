@@ -348,10 +348,11 @@ class Run:
             short = {s: c for s, c in counts.items() if c < cfg.train.min_examples}
             examples = {"examples": n, **({"dpo_examples": counts["dpo_data"]} if "dpo_data" in counts else {})}
             if short:
+                too_few = ", ".join(f"{c} {s} rows" for s, c in short.items())
                 log.warning("round %d train: %s < train.min_examples=%d; the round-%d judge carries over",
-                            k, ", ".join(f"{c} {s} rows" for s, c in short.items()), cfg.train.min_examples, k - 1)
+                            k, too_few, cfg.train.min_examples, k - 1)
                 extra = {"skipped": True, **examples, "model_path": previous.path,
-                         "reason": f"{', '.join(f'{c} {s} rows' for s, c in short.items())} < train.min_examples"}
+                         "reason": f"{too_few} < train.min_examples"}
             else:
                 from selftaught.training.launch import train_with_ray
 

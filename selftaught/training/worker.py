@@ -202,7 +202,7 @@ def fit(trainer) -> dict:
         "seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),  # train() including engine set-up
         "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,  # start-up included
-        **clock.report(),  # startup_seconds, steady_tokens_per_s: start-up apart
+        **clock.report(),  # startup_seconds (engine_seconds of it), first_step_seconds, steady_tokens_per_s
         "peak_memory_gib": round(_peak_memory_gib(), 3),
         "world_size": int(trainer.args.world_size),
         "log_history": list(state.log_history),
