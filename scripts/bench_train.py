@@ -9,14 +9,15 @@ env on one node), so DeepSpeed state and memory never leak from one row to the n
     python scripts/bench_train.py --model-config 1b --strategy zero2,zero3 --workers 1 --bf16 --steps 10
     python scripts/bench_train.py --model-config tiny --strategy zero2,zero3 --workers 2 --steps 4 --seq-len 256
     python scripts/bench_train.py --mode both --model-config 1b --strategy zero2,zero3 --bf16 --steps 24   # GPU
-    python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6 --max-tokens auto,2048
+    python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6 --cases packed,masked --max-tokens auto,4096
 
 ``--mode stage`` trains the project's own ``train_worker`` (TRL SFTTrainer, completion-only loss) on real
 judge rows under each strategy: unpacked (the recipe's micro-batch x accumulation), batched (the same rows
-as one padded micro-batch) and packed (token-budget micro-batches, ``train.packing``; ``auto`` = the budget
-the stage sizes itself), and prints steady tokens/s, MFU, padding share, start-up (and its engine set-up
-part), the first step, peak memory and the budget's memory estimate; ``--mode both`` prints the raw table
-after it, in the same run.
+as one padded micro-batch), packed (token-budget micro-batches, ``train.packing``; ``auto`` = the budget
+the stage sizes itself; rows attend row by row), masked (packs under one block-diagonal SDPA mask,
+``train.attention=sdpa``) and compiled (``train.torch_compile``, which masks packs), and prints steady
+tokens/s, MFU, padding share, start-up (and its engine set-up part), the first step, peak memory and the
+budget's memory estimate; ``--mode both`` prints the raw table after it, in the same run.
 
 MFU = 6 x params x tokens/s / (peak FLOPS x GPUs): the usual dense-transformer estimate (forward +
 backward, attention score FLOPs and gradient-checkpointing recompute not counted). ``--peak-tflops``
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -34,6 +36,9 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from selftaught import atomic  # noqa: E402
 
 
 def model_config(name: str):
@@ -243,20 +248,23 @@ def _stage_case(config: dict, queue) -> None:
         queue.put({"error": traceback.format_exc()})
 
 
+CASES = ("unpacked", "batched", "packed", "masked", "compiled")
+
+
 def stage_cases(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
-    """(case, packed budget): ``--cases``, with ``packed`` once per ``--max-tokens`` value (auto: unset, the
-    budget train_worker sizes itself)."""
+    """(case, packed budget): ``--cases``, with ``packed`` and ``masked`` once per ``--max-tokens`` value
+    (auto: unset, the budget train_worker sizes itself)."""
     out: list[tuple[str, Optional[int]]] = []
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        if case not in ("unpacked", "batched", "packed", "compiled"):
-            raise SystemExit(f"--cases: unknown {case!r} (unpacked | batched | packed | compiled)")
-        if case != "packed":
+        if case not in CASES:
+            raise SystemExit(f"--cases: unknown {case!r} ({' | '.join(CASES)})")
+        if case not in ("packed", "masked"):
             out.append((case, None))
             continue
         for b in [x.strip() for x in str(args.max_tokens).split(",") if x.strip()]:
             if b != "auto" and not (b.isdigit() and int(b) >= 64):
                 raise SystemExit(f"--max-tokens: {b!r} is neither auto nor a number >= 64")
-            out.append(("packed" if b == "auto" else f"packed-{b}", None if b == "auto" else int(b)))
+            out.append((case if b == "auto" else f"{case}-{b}", None if b == "auto" else int(b)))
     return out
 
 
@@ -267,7 +275,7 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
     import multiprocessing as mp
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from selftaught.config import ConfigError, TrainConfig
     from selftaught.io import write_records
@@ -282,8 +290,10 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
         torch.manual_seed(0)
         cfg = model_config(args.model_config)
         cfg.vocab_size = max(cfg.vocab_size, len(tok))
-        AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(base)
+        # Saved in the dtype it trains in: a 1B model in float32 is 5 GB to write and read per case.
+        AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if args.bf16 else torch.float32).save_pretrained(base)
         tok.save_pretrained(base)
+    params = count_params(AutoConfig.from_pretrained(base))  # the vocabulary grown to the tokenizer's
     rows = judge_rows(args.rows)
     write_records(tmp / "rows.parquet", rows)
     lengths = packing.row_lengths(sft_dataset(rows), tok)
@@ -291,7 +301,9 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
     out = []
     for strategy in strategies:
         for case, max_tokens in stage_cases(args):
-            packed = case.startswith("packed") or case == "compiled"  # compiled: packed (auto) + train.torch_compile
+            # compiled: packed (auto) + train.torch_compile (masked packs); masked: packed, each pack one sequence under
+            # transformers' block-diagonal SDPA mask (train.attention=sdpa) instead of SDPA row by row
+            packed = case.startswith(("packed", "masked")) or case == "compiled"
             # batched: the same rows per step as one padded micro-batch (no accumulation)
             micro, accum = ((args.batch_size * args.accumulation, 1) if case == "batched" else (args.batch_size, args.accumulation))
             try:
@@ -300,7 +312,8 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
                                  max_steps=args.warmup + args.steps, per_device_batch_size=micro,
                                  gradient_accumulation_steps=accum, max_seq_length=args.seq_len,
                                  gradient_checkpointing=args.grad_ckpt, packing=packed, max_tokens_per_batch=max_tokens,
-                                 torch_compile=case == "compiled", logging_steps=1)
+                                 torch_compile=case == "compiled", logging_steps=1,
+                                 attention="sdpa" if case.startswith("masked") else "auto")
             except ConfigError as e:  # a combination the stage refuses (compiled under zero3)
                 print(f"skipped {strategy} {case}: {e}", flush=True)
                 continue
@@ -327,7 +340,10 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
                         "startup_seconds": m.get("startup_seconds"), "engine_seconds": m.get("engine_seconds"),
                         "first_step_seconds": m.get("first_step_seconds"), "peak_gib": m.get("peak_memory_gib"),
                         "estimated_peak_gib": pk.get("estimated_peak_gib"),
-                        "steps": m.get("steps"), "gpu": gpu, "loss": m.get("train_loss")})
+                        "steps": m.get("steps"), "gpu": gpu, "loss": m.get("train_loss"), "params": params})
+            shutil.rmtree(config["out_dir"], ignore_errors=True)  # a trained 1B copy per case would fill the disk
+            if args.json:  # after every case: a run stopped at a time limit keeps what it measured
+                atomic.write_json(args.json, out)
             print(f"done {strategy} {case}: {out[-1]['steady_tokens_per_s']} steady tok/s", file=sys.stderr, flush=True)
     return out
 
@@ -370,7 +386,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--cases", default="unpacked,batched,packed",
                     help="stage mode: comma list of unpacked (micro-batch x accumulation, the recipe's default), "
                          "batched (the same rows as one padded micro-batch), packed (train.packing, once per "
-                         "--max-tokens), compiled (packed with the auto budget, and train.torch_compile)")
+                         "--max-tokens), masked (packed, with train.attention=sdpa: a pack under one block-diagonal "
+                         "mask instead of SDPA row by row), compiled (packed with the auto budget, and "
+                         "train.torch_compile, which masks packs)")
     ap.add_argument("--rows", default=None, help="stage mode: a run's sft_data folder (default: the demo eval set "
                                                  "through the judge template)")
     ap.add_argument("--tokenizer", default=None, help="stage mode: tokenizer folder (default: the embedded SmolLM2's)")
@@ -396,21 +414,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.cpu or not torch.cuda.is_available():
             print("note: --bf16 on CPU (slow without AVX-512 bf16)", file=sys.stderr)
     params = count_params(model_config(args.model_config))
+    stage: list[dict] = []
     if args.mode in ("stage", "both"):
         import torch
 
         gpu = torch.cuda.is_available() and not args.cpu
         stage = run_stage(args, strategies)
-        print(f"\nstage mode: train_worker, model {args.model_config} ({params / 1e6:.1f}M params), "
+        if not stage:
+            raise SystemExit("stage mode: every case was skipped (see above)")
+        print(f"\nstage mode: train_worker, model {args.model_config} ({stage[0]['params'] / 1e6:.1f}M params), "
               f"{stage[0]['rows']} judge rows of {stage[0]['mean_row_tokens']:.0f} tokens on "
               f"average, {args.steps} steps after {args.warmup} (steady: after the first two)")
-        print_stage(stage, params, args.peak_tflops if args.peak_tflops is not None else (989.0 if gpu else None))
+        print_stage(stage, stage[0]["params"], args.peak_tflops if args.peak_tflops is not None else (989.0 if gpu else None))
         if not gpu:
             print("(CPU: peak GiB = the process's max RSS, libraries included; est. GiB = model states + a micro-batch's "
                   "activations, as training.budget estimates them)")
         if args.mode == "stage":
-            if args.json:
-                Path(args.json).write_text(json.dumps(stage, indent=2))
             return stage
     rows = []
     for s in strategies:
@@ -419,6 +438,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r["params"] = params
         r["mfu_pct"] = 100.0 * 6 * params * r["tokens_per_s"] / (peak * 1e12 * args.workers) if peak else None
         rows.append(r)
+        if args.json:  # stage rows first (--mode both), then the raw rows so far
+            atomic.write_json(args.json, stage + rows)
         print(f"done {s}: {r['tokens_per_s']:.1f} tok/s, loss {r['loss']:.3f}", file=sys.stderr, flush=True)
 
     print(f"\nmodel {args.model_config} ({params / 1e6:.1f}M params), device {rows[0]['device']}, "
@@ -432,8 +453,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{mfu:>8}{r['peak_gib']:>14.2f}{r['loss']:>8.3f}")
     if not rows[0]["gpu"]:
         print("(CPU: peak memory = max RSS of a worker process)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 

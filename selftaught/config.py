@@ -389,6 +389,7 @@ class DpoConfig(BaseConfig):
 
 
 TRAIN_OBJECTIVES = ("sft", "dpo", "sft_then_dpo")
+TRAIN_ATTENTION = ("auto", "sdpa_rows", "sdpa", "eager", "flash_attention_2")
 
 
 @dataclass
@@ -433,9 +434,14 @@ class TrainConfig(BaseConfig):
     # packing null: on with use_gpu, off on CPU.
     packing: Optional[bool] = None
     # null: sized per run (training.budget): one optimizer step's rows per pack (no accumulation) where
-    # the worker's memory holds them, else what fits; at most max_seq_length without FlashAttention-2
-    # (SDPA computes attention across a whole pack); never below the longest row.
+    # the worker's memory holds them, else what fits; never below the longest row.
     max_tokens_per_batch: Optional[int] = None
+    # The model's attention while training. auto: flash_attention_2 on GPU where flash_attn is installed,
+    # else sdpa_rows for packed micro-batches (sdpa with torch_compile) and sdpa for the others.
+    # sdpa_rows: SDPA on each packed row alone (training.attention; compute linear in the pack).
+    # sdpa / eager: transformers' own, a pack as one sequence masked block-diagonally (compute and a saved
+    # mask that grow with the square of its length).
+    attention: str = "auto"
     # torch.compile the model (transformers' torch_compile; not with zero3). Off: on CPU it pays only after
     # about a dozen steps (README, bench_train --cases compiled) and it is not measured on a GPU.
     torch_compile: bool = False
@@ -468,6 +474,10 @@ class TrainConfig(BaseConfig):
         self._check(self.min_examples >= 1, "min_examples", "must be >= 1")
         self._check(self.max_tokens_per_batch is None or self.max_tokens_per_batch >= 64, "max_tokens_per_batch",
                     f"must be >= 64 or null, got {self.max_tokens_per_batch}")
+        self._check(self.attention in TRAIN_ATTENTION, "attention", f"must be one of {'|'.join(TRAIN_ATTENTION)}, "
+                    f"got {self.attention!r}")
+        self._check(self.attention != "flash_attention_2" or self.use_gpu, "attention",
+                    "flash_attention_2 needs train.use_gpu=true")
         self._check(self.objective in TRAIN_OBJECTIVES, "objective", f"must be one of {'|'.join(TRAIN_OBJECTIVES)}, "
                     f"got {self.objective!r}")
         # ZeRO-3 frees each gathered weight after use, in place; the compiled graph (and TRL's tiled LM head)

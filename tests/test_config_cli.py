@@ -28,6 +28,8 @@ def test_compose_defaults_and_overrides():
     ("train.global_batch_size=3", "train.global_batch_size"),
     ("train.lr=0", "train.lr"),
     ("train.strategy=zero4", "train.strategy"),
+    ("train.attention=flash", "train.attention"),
+    ("train.attention=flash_attention_2", "train.attention"),  # needs train.use_gpu=true
     ("eval.majority_k=-1", "eval.majority_k"),
     ("tracking.mode=sometimes", "tracking.mode"),
     ("pairs.max_tokens=4096", "pairs.max_tokens"),

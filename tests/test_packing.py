@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selftaught.config import TrainConfig
-from selftaught.training import packing
+from selftaught.training import attention, packing
 from selftaught.training.args import packed_kwargs, sft_config_kwargs
 from selftaught.training.data import sft_dataset
 
@@ -31,7 +31,7 @@ def test_plan_derives_the_accumulation_from_rows_per_pack():
     assert one.packs == 2 and one.tokens == 512  # a row longer than the budget is cut to it
 
 
-def _trainer(tiny_model_path: str, tmp_path, packed: bool):
+def _trainer(tiny_model_path: str, tmp_path, packed: bool, attn: str = "sdpa"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -44,7 +44,7 @@ def _trainer(tiny_model_path: str, tmp_path, packed: bool):
     if packed:
         plan = packing.plan(packing.row_lengths(ds, tok), 512, 4, 1)
         kw.update(packed_kwargs(plan))
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32, attn_implementation=attn)
     return SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=ds, processing_class=tok), plan
 
 
@@ -62,19 +62,23 @@ def _trained_tokens(batch: dict) -> list[tuple[int, ...]]:
     return out
 
 
-def _loss_sum(model, batch: dict) -> tuple[float, int]:
-    """Summed token loss and the number of predicted tokens (the model's own shift)."""
-    with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}).logits
+def _loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed token loss and the number of predicted tokens (the model's own shift). The collator's row
+    boundaries go in as the trainer passes them; no cache (a cache turns off transformers' packed-row mask)."""
+    logits = model(use_cache=False, **{k: v for k, v in batch.items() if k != "labels"}).logits
     labels = batch["labels"][:, 1:]
     lp = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                            ignore_index=-100, reduction="sum")
-    return float(lp), int((labels != -100).sum())
+    return lp, int((labels != -100).sum())
 
 
-def test_packed_batches_train_the_same_tokens_with_the_same_loss(tiny_model_path, tmp_path):
+@pytest.mark.parametrize("attn", ["sdpa", attention.PACKED_SDPA], ids=["sdpa-block-mask", "sdpa-row-by-row"])
+def test_packed_batches_train_the_same_tokens_with_the_same_loss_and_gradients(tiny_model_path, tmp_path, attn):
+    """Both ways a pack's rows are kept apart: transformers' block-diagonal mask (what packed_sdpa_forward
+    falls back to without row boundaries) and the worker's SDPA row by row."""
+    attention.register()
     unpacked, _ = _trainer(tiny_model_path, tmp_path, packed=False)
-    packed, plan = _trainer(tiny_model_path, tmp_path, packed=True)
+    packed, plan = _trainer(tiny_model_path, tmp_path, packed=True, attn=attn)
     assert plan.packs == len(packed.train_dataset) < len(unpacked.train_dataset) == 10
     ub = [unpacked.data_collator([unpacked.train_dataset[i]]) for i in range(len(unpacked.train_dataset))]
     pb = [packed.data_collator([packed.train_dataset[i]]) for i in range(len(packed.train_dataset))]
@@ -82,10 +86,18 @@ def test_packed_batches_train_the_same_tokens_with_the_same_loss(tiny_model_path
     got = sorted(t for b in pb for t in _trained_tokens(b))
     assert got == want and all(want)  # the same completion tokens, row for row, and nothing else
     model = packed.model.eval()
-    u = [_loss_sum(model, b) for b in ub]
-    p = [_loss_sum(model, b) for b in pb]
-    assert sum(n for _, n in p) == sum(n for _, n in u)
-    assert sum(x for x, _ in p) == pytest.approx(sum(x for x, _ in u), rel=1e-5)  # no row sees another (attending across rows: ~6e-4 off)
+    grads = {}
+    for name, batches in (("unpacked", ub), ("packed", pb)):
+        model.zero_grad()
+        sums = [_loss_sum(model, b) for b in batches]
+        total = sum(x for x, _ in sums)
+        total.backward()
+        grads[name] = (float(total.detach()), sum(n for _, n in sums), [p.grad.clone() for p in model.parameters()])
+    (u_loss, u_n, u_grads), (p_loss, p_n, p_grads) = grads["unpacked"], grads["packed"]
+    assert p_n == u_n
+    assert p_loss == pytest.approx(u_loss, rel=1e-5)  # no row sees another (attending across rows: ~6e-4 off)
+    for gu, gp in zip(u_grads, p_grads):  # attending across rows: 26-52% off, parameter by parameter
+        assert float((gp - gu).norm()) <= 1e-4 * float(gu.norm())
 
 
 def test_torch_compile_trains_the_eager_losses(tiny_model_path, tmp_path):
@@ -109,3 +121,43 @@ def test_torch_compile_trains_the_eager_losses(tiny_model_path, tmp_path):
 
     with pytest.raises(ConfigError, match="train.torch_compile: does not work with train.strategy=zero3"):
         TrainConfig(strategy="zero3", deepspeed="zero3.json", torch_compile=True)
+
+
+def test_train_attention_resolves_per_worker():
+    """train.attention=auto: packed rows row by row (no flash_attn here; masked under torch.compile), unpacked
+    batches transformers' default; sdpa and eager mask a pack as one sequence, which the budget counts."""
+    from selftaught.training.args import attention_implementation, masks_packs
+
+    auto = TrainConfig(strategy="plain", deepspeed=None)
+    assert attention_implementation(auto, gpu=False, packed=True) == attention.PACKED_SDPA
+    assert attention_implementation(auto, gpu=False, packed=False) is None
+    rows_cfg = TrainConfig(strategy="plain", deepspeed=None, attention="sdpa_rows")
+    assert attention_implementation(rows_cfg, gpu=False, packed=False) == "sdpa"  # no rows to split
+    for name in ("sdpa", "eager"):
+        cfg = TrainConfig(strategy="plain", deepspeed=None, attention=name)
+        assert attention_implementation(cfg, gpu=False, packed=True) == name and masks_packs(name)
+    assert not masks_packs(attention.PACKED_SDPA) and not masks_packs("flash_attention_2")
+    compiled = TrainConfig(strategy="plain", deepspeed=None, torch_compile=True)
+    assert attention_implementation(compiled, gpu=False, packed=True) == "sdpa"  # one traced graph, no row loop
+
+
+@pytest.mark.parametrize("window", [16, 64], ids=["rows-beyond-the-window", "rows-within-the-window"])
+def test_row_by_row_attention_keeps_a_sliding_window(window):
+    """A model with a sliding window (Mistral): rows longer than the window go to the masked path, which
+    applies it; shorter rows go row by row, where the window changes nothing. Either way: the masked result."""
+    from transformers import MistralConfig, MistralForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    attention.register()
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=16, sliding_window=window)
+    model = MistralForCausalLM(cfg).eval()
+    rows = [{"input_ids": torch.randint(1, 256, (n,)).tolist()} for n in (30, 20, 10)]
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    logits = {}
+    for impl in ("sdpa", attention.PACKED_SDPA):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            logits[impl] = model(use_cache=False, **{k: v for k, v in batch.items() if k != "labels"}).logits
+    torch.testing.assert_close(logits[attention.PACKED_SDPA], logits["sdpa"])

@@ -112,6 +112,26 @@ def test_deepspeed_two_workers(strategy, ray_local, sft_path, tiny_model_path, t
     check_trained(res.model_path, tiny_model_path, res.metrics, strategy, 2)
 
 
+def test_zero3_two_workers_packed_row_by_row_with_checkpointing(ray_local, sft_path, tiny_model_path, tmp_path):
+    """The GPU default's path on CPU: packed micro-batches, the budget sized by both workers together (an
+    all-reduce), rows attending row by row, under ZeRO-3 with gradient checkpointing (recomputed forwards)."""
+    from selftaught.training.launch import train_with_ray
+
+    cfg = train_cfg("zero3", 2, packing=True, gradient_checkpointing=True, gradient_accumulation_steps=4)
+    res = train_with_ray(sft_path, tiny_model_path, str(tmp_path / "model"), cfg, RAY)
+    pk = res.metrics["packing"]
+    assert pk["budget_source"] == "one step's rows" and pk["gradient_accumulation_steps"] == 1
+    assert 3 <= pk["rows_per_pack"] <= 4  # about a step's 4 rows in one pack
+    assert res.metrics["world_size"] == 2 and res.metrics["steps"] == 3
+    losses = [h["loss"] for h in res.log_history if "loss" in h]
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+    new, old = state_dict(res.model_path), state_dict(tiny_model_path)
+    assert all(v.numel() > 0 for v in new.values())  # gathered from the ZeRO-3 shards
+    assert sum(not torch.equal(new[k], old[k]) for k in old if k in new) >= len(old) // 2
+    with open(os.path.join(res.model_path, "config.json")) as f:
+        assert "sdpa_rows" not in f.read()  # the training-only attention is not saved
+
+
 def test_plain_lora_merged(ray_local, sft_path, tiny_model_path, tmp_path):
     from selftaught.training.launch import train_with_ray
 

@@ -22,12 +22,35 @@ def use_packing(cfg: TrainConfig, gpu: bool) -> bool:
     return gpu if cfg.packing is None else bool(cfg.packing)
 
 
-def use_flash_attention(gpu: bool) -> bool:
-    """FlashAttention-2 where installed, on GPU: variable-length attention, each packed row attending only to
-    itself. Else SDPA, which transformers masks block-diagonally from the packed position ids."""
+def attention_implementation(cfg: TrainConfig, gpu: bool, packed: bool) -> Optional[str]:
+    """``train.attention`` resolved for this worker: auto is FlashAttention-2 on GPU where ``flash_attn`` is
+    installed, else SDPA row by row for packed micro-batches (``training.attention``; masked SDPA under
+    ``train.torch_compile``) and transformers' default (None: SDPA where the model has it) otherwise.
+    sdpa_rows on unpacked batches is plain SDPA."""
     import importlib.util
 
-    return gpu and importlib.util.find_spec("flash_attn") is not None
+    choice = cfg.attention
+    if choice == "auto":
+        if gpu and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        if not packed:
+            return None
+        # torch.compile traces one masked SDPA over a pack; row by row it would break the graph in every layer
+        # and recompile for new row lengths (CPU: 0.63x eager, against 1.25x traced masked; README)
+        choice = "sdpa" if cfg.torch_compile else "sdpa_rows"
+    if choice == "sdpa_rows":
+        if not packed:
+            return "sdpa"
+        from selftaught.training import attention
+
+        return attention.register()
+    return choice
+
+
+def masks_packs(attn: Optional[str]) -> bool:
+    """Whether this attention runs a pack as one sequence under a block-diagonal mask (transformers' sdpa and
+    eager): its compute and the mask it saves grow with the square of the pack's length."""
+    return attn in (None, "sdpa", "eager")
 
 
 def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:

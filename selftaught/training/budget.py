@@ -1,15 +1,20 @@
 """The token budget of a packed micro-batch when ``train.max_tokens_per_batch`` is unset: one optimizer
 step's rows in one pack (gradient accumulation 1) where the device's memory holds it, else as many tokens
-as fit; without variable-length attention (FlashAttention-2), at most ``max_seq_length``.
+as fit. By default packed rows attend row by row (FlashAttention-2's variable-length kernel, else
+``training.attention``'s SDPA per row), so a pack's cost is linear in its length and it may be longer than
+``max_seq_length``. ``train.attention=sdpa|eager`` (and ``auto`` under ``train.torch_compile``) masks a pack
+as one sequence: its mask is counted, and its attention compute grows with the square of its length, so
+there a pack is at most ``max_seq_length``, the length one row may have anyway.
 
 Memory is estimated, not probed, so every worker agrees before the trainer (and DeepSpeed's batch
 config) is built. ``tests/test_budget.py`` counts what autograd saves in the project's SFT step (TRL's
 ``compute_loss`` on a packed micro-batch, ``torch.autograd.graph.saved_tensors_hooks``) for two shapes,
 two dtypes, two pack lengths and with checkpointing, and checks the estimate against it:
 
-- per token and decoder layer, ``d·(4·intermediate + 2·kv + 6·hidden) + 8·hidden`` bytes (``d``: the model
-  dtype's bytes; the 8 is RMSNorm's float32 copies); under SDPA, also the pack's block-diagonal mask,
-  ``d·T`` for a pack of ``T`` tokens (FlashAttention-2's variable-length kernel has none);
+- per token and decoder layer, ``d·(4·intermediate + 2·kv + 6·hidden + a) + 8·hidden`` bytes (``d``: the
+  model dtype's bytes; the 8 is RMSNorm's float32 copies). ``a`` is the attention's own: row by row,
+  ``hidden`` (each row's output is kept as well as their concatenation); a pack masked as one sequence
+  (``train.attention=sdpa|eager``), ``T`` for a pack of ``T`` tokens (its block-diagonal mask);
 - outside the layers, ``(3d + 4)·hidden`` and a few hundred bytes. TRL's SFT loss projects onto the
   vocabulary in tiles (``trl.kernels.ChunkedLogProbFunction``) and never holds the logits: a constant
   tile (counted as 1 GiB), whatever the vocabulary or the pack;
@@ -19,10 +24,6 @@ two dtypes, two pack lengths and with checkpointing, and checks the estimate aga
   float32 master weights and Adam moments (16 bytes/param); ZeRO-3 shards all of them and holds up to
   ``stage3_max_live_parameters`` gathered; plain DDP keeps everything whole; LoRA trains ~nothing;
 - a reserve for the CUDA context, NCCL and allocator fragmentation: 10% of the memory and 2 GiB.
-
-Without FlashAttention-2, SDPA also computes a pack's attention scores across all its rows (masked, not
-skipped): attention compute grows with the square of the pack's length, so there the budget stays at
-``max_seq_length``, the length one row may have anyway.
 """
 from __future__ import annotations
 
@@ -70,29 +71,29 @@ class ModelShape:
                    kv_dim=kv_heads * head_dim)
 
 
-def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int, pack_tokens: int, varlen: bool) -> int:
-    """What one decoder layer saves for its backward, per token of a pack of ``pack_tokens``."""
+def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int, mask_tokens: int = 0) -> int:
+    """What one decoder layer saves for its backward, per token; ``mask_tokens``: the length of a pack masked
+    as one sequence (0: rows attend on their own, no mask)."""
     d, h = dtype_bytes, shape.hidden
-    mask = 0 if varlen else d * pack_tokens
-    return d * (4 * shape.intermediate + 2 * shape.kv_dim + 6 * h) + 8 * h + mask
+    return d * (4 * shape.intermediate + 2 * shape.kv_dim + 6 * h + (mask_tokens or h)) + 8 * h
 
 
-def saved_bytes_per_token(shape: ModelShape, dtype_bytes: int, pack_tokens: int, varlen: bool,
-                          gradient_checkpointing: bool = False) -> int:
-    """Bytes autograd saves in the forward pass for the backward, per token of a pack of ``pack_tokens``."""
+def saved_bytes_per_token(shape: ModelShape, dtype_bytes: int, gradient_checkpointing: bool = False,
+                          mask_tokens: int = 0) -> int:
+    """Bytes autograd saves in the forward pass for the backward, per token."""
     outside = (3 * dtype_bytes + 4) * shape.hidden + OUTSIDE_CONSTANT
     if gradient_checkpointing:  # each layer keeps only its input
         return shape.layers * dtype_bytes * shape.hidden + outside
-    return shape.layers * layer_bytes_per_token(shape, dtype_bytes, pack_tokens, varlen) + outside
+    return shape.layers * layer_bytes_per_token(shape, dtype_bytes, mask_tokens) + outside
 
 
-def activation_bytes(shape: ModelShape, dtype_bytes: int, pack_tokens: int, varlen: bool,
-                     gradient_checkpointing: bool = False) -> int:
+def activation_bytes(shape: ModelShape, dtype_bytes: int, pack_tokens: int, gradient_checkpointing: bool = False,
+                     masked: bool = False) -> int:
     """Peak activation memory of one pack: what is saved, backward's working set (a layer's worth), the layer
     being recomputed under checkpointing, and TRL's LM-head tile."""
-    layer = layer_bytes_per_token(shape, dtype_bytes, pack_tokens, varlen)
-    per_token = (saved_bytes_per_token(shape, dtype_bytes, pack_tokens, varlen, gradient_checkpointing)
-                 + layer * (2 if gradient_checkpointing else 1))
+    mask = pack_tokens if masked else 0
+    per_token = (saved_bytes_per_token(shape, dtype_bytes, gradient_checkpointing, mask)
+                 + layer_bytes_per_token(shape, dtype_bytes, mask) * (2 if gradient_checkpointing else 1))
     return pack_tokens * per_token + HEAD_TILE_BYTES
 
 
@@ -109,25 +110,29 @@ def state_bytes(shape: ModelShape, dtype_bytes: int, strategy: str, world_size: 
 
 
 def memory_tokens(free_bytes: int, shape: ModelShape, dtype_bytes: int, strategy: str, world_size: int, lora: bool,
-                  gradient_checkpointing: bool, varlen: bool) -> int:
+                  gradient_checkpointing: bool, masked: bool = False) -> int:
     """The longest pack whose activations fit in ``free_bytes`` after the model states and the reserve (0: none)."""
     room = free_bytes * (1 - RESERVE_SHARE) - RESERVE_BYTES - state_bytes(shape, dtype_bytes, strategy, world_size, lora)
-    if activation_bytes(shape, dtype_bytes, ALIGN, varlen, gradient_checkpointing) > room:
+
+    def fits(tokens: int) -> bool:
+        return activation_bytes(shape, dtype_bytes, tokens, gradient_checkpointing, masked) <= room
+
+    if not fits(ALIGN):
         return 0
-    hi = ALIGN  # activation_bytes grows with the pack (quadratically under SDPA): double, then bisect
-    while activation_bytes(shape, dtype_bytes, hi * 2, varlen, gradient_checkpointing) <= room and hi < 1 << 24:
+    hi = ALIGN  # activation_bytes grows with the pack (quadratically when masked): double, then bisect
+    while fits(hi * 2) and hi < 1 << 24:
         hi *= 2
     lo, hi = hi, hi * 2
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
-        lo, hi = (mid, hi) if activation_bytes(shape, dtype_bytes, mid, varlen, gradient_checkpointing) <= room else (lo, mid)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 
 @dataclass(frozen=True)
 class Budget:
     tokens: int
-    source: str  # what decided it: "one step's rows" | "memory" | "max_seq_length" | "longest row"
+    source: str  # what decided it: "one step's rows" | "memory" | "max_seq_length" (masked packs) | "longest row"
     step_tokens: int  # one optimizer step's rows per worker, in tokens (mean row x rows per step)
     memory_tokens: Optional[int]  # what fits in memory (None: not sized from memory)
     estimated_peak_gib: Optional[float] = None  # model states + one micro-batch's activations, as estimated
@@ -137,18 +142,19 @@ class Budget:
                 "estimated_peak_gib": self.estimated_peak_gib}
 
 
-def size(lengths: list[int], rows_per_step: int, max_seq_length: int, fits: Optional[int], varlen: bool) -> Budget:
-    """The smallest of one optimizer step's tokens (a step is then one pack: no accumulation), ``fits``
-    (tokens that fit in memory; None: unbounded) and, without variable-length attention (``varlen``),
-    ``max_seq_length``; never below the longest row (itself cut at ``max_seq_length``), so a row is never
-    cut shorter than the unpacked trainer cuts it."""
+def size(lengths: list[int], rows_per_step: int, max_seq_length: int, fits: Optional[int], masked: bool = False) -> Budget:
+    """The smaller of one optimizer step's tokens (a step is then one pack: no accumulation) and ``fits``
+    (tokens that fit in memory; None: unbounded), and for a pack masked as one sequence (``masked``: its
+    attention compute grows with the square of its length) at most ``max_seq_length``; never below the
+    longest row (itself cut at ``max_seq_length``), so a row is never cut shorter than the unpacked trainer
+    cuts it."""
     longest = min(max(lengths, default=1), max_seq_length)
     mean = sum(lengths) / len(lengths) if lengths else 1.0
     step = _align(math.ceil(mean * max(1, rows_per_step)))
     tokens, source = step, "one step's rows"
     if fits is not None and fits < tokens:
         tokens, source = fits, "memory"
-    if not varlen and max_seq_length < tokens:
+    if masked and max_seq_length < tokens:
         tokens, source = max_seq_length, "max_seq_length"
     if tokens < longest:
         tokens, source = longest, "longest row"
@@ -187,7 +193,8 @@ def _align(n: int) -> int:
     return max(ALIGN, -(-n // ALIGN) * ALIGN)
 
 
-def for_worker(cfg: "TrainConfig", base_model: str, lengths: list[int], rows_per_step: int, gpu: bool, varlen: bool) -> Budget:
+def for_worker(cfg: "TrainConfig", base_model: str, lengths: list[int], rows_per_step: int, gpu: bool,
+               masked: bool) -> Budget:
     """``size`` for this TrainConfig (``train.max_tokens_per_batch`` unset) on this worker's device, the same
     on every worker."""
     from selftaught.training.args import use_bf16
@@ -196,8 +203,8 @@ def for_worker(cfg: "TrainConfig", base_model: str, lengths: list[int], rows_per
     dtype_bytes = 2 if use_bf16(cfg, gpu) else 4
     world = int(os.environ.get("WORLD_SIZE", 1))
     ckpt, lora = cfg.gradient_checkpointing, cfg.lora.enabled
-    fits = memory_tokens(free_bytes(gpu), shape, dtype_bytes, cfg.strategy, world, lora, ckpt, varlen)
-    sized = size(lengths, rows_per_step, cfg.max_seq_length, agree(fits, gpu), varlen)
+    fits = memory_tokens(free_bytes(gpu), shape, dtype_bytes, cfg.strategy, world, lora, ckpt, masked)
+    sized = size(lengths, rows_per_step, cfg.max_seq_length, agree(fits, gpu), masked)
     peak = (state_bytes(shape, dtype_bytes, cfg.strategy, world, lora)
-            + activation_bytes(shape, dtype_bytes, sized.tokens, varlen, ckpt))
+            + activation_bytes(shape, dtype_bytes, sized.tokens, ckpt, masked))
     return dataclasses.replace(sized, estimated_peak_gib=round(peak / GIB, 2))

@@ -15,8 +15,8 @@ import time
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
 from selftaught.training import budget, packing
-from selftaught.training.args import (dpo_config_kwargs, on_gpu, packed_kwargs, peft_config, sft_config_kwargs, train_config,
-                                      use_bf16, use_flash_attention, use_packing)
+from selftaught.training.args import (attention_implementation, dpo_config_kwargs, masks_packs, on_gpu, packed_kwargs,
+                                      peft_config, sft_config_kwargs, train_config, use_bf16, use_packing)
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
@@ -100,7 +100,7 @@ def load_dpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gp
     ds_cfg = load_deepspeed(cfg)
     tokenizer = _tokenizer(base_model)
     args = DPOConfig(**dpo_config_kwargs(cfg, out_dir, gpu, ds_cfg))
-    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer)
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, packed=False)
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     return trainer, lora
@@ -124,7 +124,7 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
     # partitions the weights at load (zero.Init) instead of materialising them on every rank.
     args = SFTConfig(**kw)
-    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer)
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, packed=pack is not None)
     lora = peft_config(cfg.lora)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     trainer.pack_plan = pack  # reported in train_metrics.json
@@ -136,7 +136,8 @@ def _pack_plan(cfg: TrainConfig, base_model: str, lengths: list[int], gpu: bool)
     rows_per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
     sized = None
     if cfg.max_tokens_per_batch is None:
-        sized = budget.for_worker(cfg, base_model, lengths, rows_per_step, gpu, varlen=use_flash_attention(gpu))
+        masked = masks_packs(attention_implementation(cfg, gpu, packed=True))
+        sized = budget.for_worker(cfg, base_model, lengths, rows_per_step, gpu, masked)
         if sized.source == "longest row" and sized.memory_tokens is not None and sized.memory_tokens < sized.tokens:
             log.warning("packed micro-batches of %d tokens (the longest row) exceed the %d tokens estimated to fit "
                         "in memory; set train.max_seq_length lower or train.gradient_checkpointing=true if this "
@@ -160,7 +161,7 @@ def _tokenizer(base_model: str):
     return tokenizer
 
 
-def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer):
+def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer, packed: bool):
     """Call after the trainer's config is built (it registers the DeepSpeed config for ZeRO-3)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -173,9 +174,9 @@ def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
-    # SDPA's block-diagonal mask over packed rows is tested in tests/test_packing.py.
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, **(
-        {"attn_implementation": "flash_attention_2"} if use_flash_attention(gpu) else {}))
+    # Packed rows attending to themselves alone (the unpacked loss and gradients) is tested in tests/test_packing.py.
+    attn = attention_implementation(cfg, gpu, packed)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, **({"attn_implementation": attn} if attn else {}))
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
