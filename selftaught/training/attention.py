@@ -41,7 +41,7 @@ def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: floa
     window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))  # Mistral passes it, Qwen2 sets it
     splits = (cu is not None and query.shape[0] == 1 and key.shape[2] == query.shape[2]  # one pack, no cache
               and getattr(module, "is_causal", True) and kwargs.get("position_bias") is None
-              and (window is None or int(kwargs.get("max_length_q") or 0) <= window))
+              and (window is None or int(kwargs.get("max_length_q") or window + 1) <= window))  # unknown: masked
     if not splits:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
