@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from typing import Optional
 
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
@@ -100,7 +101,7 @@ def load_dpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gp
     ds_cfg = load_deepspeed(cfg)
     tokenizer = _tokenizer(base_model)
     args = DPOConfig(**dpo_config_kwargs(cfg, out_dir, gpu, ds_cfg))
-    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, packed=False)
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attention_implementation(cfg, gpu, packed=False))
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     return trainer, lora
@@ -117,26 +118,28 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
     tokenizer = _tokenizer(base_model)
     kw = sft_config_kwargs(cfg, out_dir, gpu, ds_cfg)
+    packed = use_packing(cfg, gpu)
+    attn = attention_implementation(cfg, gpu, packed)  # resolved once: the budget counts what the model runs
     pack = None
-    if use_packing(cfg, gpu):
-        pack = _pack_plan(cfg, base_model, packing.row_lengths(dataset, tokenizer), gpu)
+    if packed:
+        pack = _pack_plan(cfg, base_model, packing.row_lengths(dataset, tokenizer), gpu, masks_packs(attn))
         kw.update(packed_kwargs(pack))
     # SFTConfig before the model: with ZeRO-3 it registers the DeepSpeed config, so from_pretrained
     # partitions the weights at load (zero.Init) instead of materialising them on every rank.
     args = SFTConfig(**kw)
-    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, packed=pack is not None)
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attn)
     lora = peft_config(cfg.lora)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     trainer.pack_plan = pack  # reported in train_metrics.json
     return trainer, lora
 
 
-def _pack_plan(cfg: TrainConfig, base_model: str, lengths: list[int], gpu: bool) -> packing.PackPlan:
-    """Packs of ``train.max_tokens_per_batch`` tokens, or when unset of the budget ``training.budget`` sizes."""
+def _pack_plan(cfg: TrainConfig, base_model: str, lengths: list[int], gpu: bool, masked: bool) -> packing.PackPlan:
+    """Packs of ``train.max_tokens_per_batch`` tokens, or when unset of the budget ``training.budget`` sizes
+    (``masked``: the model runs a pack as one sequence under a mask)."""
     rows_per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
     sized = None
     if cfg.max_tokens_per_batch is None:
-        masked = masks_packs(attention_implementation(cfg, gpu, packed=True))
         sized = budget.for_worker(cfg, base_model, lengths, rows_per_step, gpu, masked)
         if sized.source == "longest row" and sized.memory_tokens is not None and sized.memory_tokens < sized.tokens:
             log.warning("packed micro-batches of %d tokens (the longest row) exceed the %d tokens estimated to fit "
@@ -161,8 +164,9 @@ def _tokenizer(base_model: str):
     return tokenizer
 
 
-def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer, packed: bool):
-    """Call after the trainer's config is built (it registers the DeepSpeed config for ZeRO-3)."""
+def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer, attn: Optional[str]):
+    """Call after the trainer's config is built (it registers the DeepSpeed config for ZeRO-3). ``attn``: the
+    ``attn_implementation`` (``args.attention_implementation``; None: transformers' default)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -175,7 +179,6 @@ def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer, pack
 
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
     # Packed rows attending to themselves alone (the unpacked loss and gradients) is tested in tests/test_packing.py.
-    attn = attention_implementation(cfg, gpu, packed)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, **({"attn_implementation": attn} if attn else {}))
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
