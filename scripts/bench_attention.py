@@ -9,7 +9,9 @@ is timed too where this torch has it.
     python scripts/bench_attention.py --rows 1,4,8 --row-tokens 440 --iters 3
 
 Prints one line per pack: its tokens, milliseconds per forward + backward of each, the ratio masked /
-row by row, and the largest difference between their outputs (they must agree: no row sees another).
+row by row, and the largest difference between their outputs (they must agree: no row sees another). The
+masked path also builds its mask once per forward (all layers share it; held until backward under gradient
+checkpointing): that build's milliseconds and size are printed apart; row by row builds none.
 """
 from __future__ import annotations
 
@@ -35,13 +37,15 @@ def block_mask(config, pack_tokens: int, row_tokens: int, device):
                               position_ids=position_ids)
 
 
-def timed(fn, iters: int, cuda: bool) -> float:
-    """Milliseconds per call of ``fn`` (forward + backward), after one untimed call."""
+def timed(fn, iters: int, cuda: bool, backward: bool = True) -> float:
+    """Milliseconds per call of ``fn`` (forward + backward unless ``backward`` is false), after one untimed
+    call."""
     import torch
 
     def once():
         out = fn()
-        out.float().square().mean().backward()
+        if backward:
+            out.float().square().mean().backward()
 
     once()
     if cuda:
@@ -106,17 +110,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for _ in range(2))
         cu = torch.arange(0, tokens + 1, args.row_tokens, device=device, dtype=torch.int32)
         mask = block_mask(config, tokens, args.row_tokens, device)
+        build_ms = timed(lambda: block_mask(config, tokens, args.row_tokens, device), iters, cuda, backward=False)
 
         def masked():
             return sdpa_attention_forward(module, q, k, v, mask, is_causal=True)[0]
 
         def rows():
-            return attention.packed_sdpa_forward(module, q, k, v, mask, cu_seq_lens_q=cu, max_length_q=args.row_tokens)[0]
+            return attention.packed_sdpa_forward(module, q, k, v, None, cu_seq_lens_q=cu, max_length_q=args.row_tokens)[0]
 
         with torch.no_grad():
             diff = float((rows().float() - masked().float()).abs().max())
         r = {"rows": n, "tokens": tokens, "masked_ms": timed(masked, iters, cuda), "rows_ms": timed(rows, iters, cuda),
-             "max_diff": diff, "varlen_ms": None}
+             "max_diff": diff, "varlen_ms": None, "mask_build_ms": build_ms,
+             "mask_mib": 0.0 if mask is None else mask.numel() * mask.element_size() / 2**20}
         varlen = torch_varlen(q, k, v, cu, args.row_tokens) if cuda else None
         if varlen is not None:
             try:
@@ -128,13 +134,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     print(f"\nattention forward + backward, {device} {str(dtype).replace('torch.', '')}, heads {args.heads}/{args.kv_heads} "
           f"x {args.head_dim}, rows of {args.row_tokens} tokens, {iters} timed calls each (torch {torch.__version__})")
-    head = f"{'rows':>5}{'pack tokens':>12}{'masked ms':>11}{'row by row ms':>15}{'masked / rows':>15}{'torch varlen ms':>17}{'max |diff|':>12}"
+    head = (f"{'rows':>5}{'pack tokens':>12}{'masked ms':>11}{'row by row ms':>15}{'masked / rows':>15}{'torch varlen ms':>17}"
+            f"{'max |diff|':>12}{'mask build ms':>15}{'mask MiB':>10}")
     print(head)
     print("-" * len(head))
     for r in out:
         varlen = f"{r['varlen_ms']:.2f}" if r["varlen_ms"] is not None else "-"
         print(f"{r['rows']:>5}{r['tokens']:>12}{r['masked_ms']:>11.2f}{r['rows_ms']:>15.2f}{r['masked_ms'] / r['rows_ms']:>14.2f}x"
-              f"{varlen:>17}{r['max_diff']:>12.1e}")
+              f"{varlen:>17}{r['max_diff']:>12.1e}{r['mask_build_ms']:>15.2f}{r['mask_mib']:>10.1f}")
     return out
 
 

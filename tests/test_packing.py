@@ -161,3 +161,35 @@ def test_row_by_row_attention_keeps_a_sliding_window(window):
         with torch.no_grad():
             logits[impl] = model(use_cache=False, **{k: v for k, v in batch.items() if k != "labels"}).logits
     torch.testing.assert_close(logits[attention.PACKED_SDPA], logits["sdpa"])
+
+
+def test_row_by_row_builds_no_pack_mask_and_splits_without_the_collators_boundaries():
+    """A lone unpadded pack gets no (pack × pack) mask under sdpa_rows; its rows are split at the collator's
+    boundaries or, without them, where the position ids restart: the masked result either way. A padded
+    batch or a sliding window still gets SDPA's mask."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    assert attention.rows_mask(batch_size=1, q_length=60, kv_length=60) is None
+    padded = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert attention.rows_mask(batch_size=2, q_length=3, kv_length=3, attention_mask=padded).shape == (2, 1, 3, 3)
+    assert attention.rows_mask(batch_size=1, q_length=60, kv_length=60, local_size=16) is not None
+
+    attention.register()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16)
+    model = LlamaForCausalLM(cfg).eval()
+    rows = [{"input_ids": torch.randint(1, 256, (n,)).tolist()} for n in (30, 20, 10)]
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    positions_only = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    logits = {}
+    for impl, feed in (("sdpa", inputs), (attention.PACKED_SDPA, inputs), ("rows-from-positions", positions_only)):
+        model.set_attn_implementation("sdpa" if impl == "sdpa" else attention.PACKED_SDPA)
+        with torch.no_grad():
+            logits[impl] = model(use_cache=False, **feed).logits
+    torch.testing.assert_close(logits[attention.PACKED_SDPA], logits["sdpa"])
+    torch.testing.assert_close(logits["rows-from-positions"], logits["sdpa"])
+    alone = torch.cat([model(input_ids=torch.tensor([r["input_ids"]])).logits for r in rows], dim=1)
+    torch.testing.assert_close(logits["sdpa"], alone.detach(), atol=1e-5, rtol=1e-4)  # and that is each row alone
