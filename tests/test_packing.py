@@ -141,18 +141,26 @@ def test_train_attention_resolves_per_worker():
     assert attention_implementation(compiled, gpu=False, packed=True) == "sdpa"  # one traced graph, no row loop
 
 
+@pytest.mark.parametrize("family", ["mistral", "qwen2-mixed-layers", "gemma2-alternating"])
 @pytest.mark.parametrize("window", [16, 64], ids=["rows-beyond-the-window", "rows-within-the-window"])
-def test_row_by_row_attention_keeps_a_sliding_window(window):
-    """A model with a sliding window (Mistral): rows longer than the window go to the masked path, which
+def test_row_by_row_attention_keeps_a_sliding_window(window, family):
+    """Models with a sliding window (Mistral: every layer, passed as a keyword; Qwen2: the upper layers, set
+    on the module; Gemma2: every other layer): rows longer than the window go to the masked path, which
     applies it; shorter rows go row by row, where the window changes nothing. Either way: the masked result."""
-    from transformers import MistralConfig, MistralForCausalLM
+    import transformers
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     attention.register()
     torch.manual_seed(0)
-    cfg = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, head_dim=16, sliding_window=window)
-    model = MistralForCausalLM(cfg).eval()
+    shape = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, sliding_window=window)
+    config, model_class = {
+        "mistral": (transformers.MistralConfig(**shape), transformers.MistralForCausalLM),
+        "qwen2-mixed-layers": (transformers.Qwen2Config(**shape, use_sliding_window=True, max_window_layers=2),
+                               transformers.Qwen2ForCausalLM),
+        "gemma2-alternating": (transformers.Gemma2Config(**shape), transformers.Gemma2ForCausalLM),
+    }[family]
+    model = model_class(config).eval()
     rows = [{"input_ids": torch.randint(1, 256, (n,)).tolist()} for n in (30, 20, 10)]
     batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
     logits = {}
