@@ -182,6 +182,13 @@ def test_row_by_row_builds_no_pack_mask_and_splits_without_the_collators_boundar
     padded = torch.tensor([[1, 1, 0], [1, 1, 1]])
     assert attention.rows_mask(batch_size=2, q_length=3, kv_length=3, attention_mask=padded).shape == (2, 1, 3, 3)
     assert attention.rows_mask(batch_size=1, q_length=60, kv_length=60, local_size=16) is not None
+    # a pack left without a mask that cannot be split (here: rows longer than a window set on the module) stops
+    from types import SimpleNamespace
+
+    module = SimpleNamespace(num_key_value_groups=1, is_causal=True, training=False, sliding_window=8)
+    q = torch.randn(1, 2, 30, 16)
+    with pytest.raises(ValueError, match="a pack of 2 rows came without a mask"):
+        attention.packed_sdpa_forward(module, q, q, q, None, cu_seq_lens_q=torch.tensor([0, 20, 30], dtype=torch.int32))
 
     attention.register()
     torch.manual_seed(0)

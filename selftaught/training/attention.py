@@ -30,7 +30,7 @@ def _row_bounds(cu_seq_lens, position_ids) -> list[int]:
     source = cu_seq_lens if cu_seq_lens is not None else position_ids
     if _bounds[0] is not source:
         if cu_seq_lens is not None:
-            values = [int(x) for x in cu_seq_lens.tolist()]
+            values = cu_seq_lens.tolist()  # int32: Python ints
         else:
             pos = position_ids[0]
             values = [0, *((pos.diff() != 1).nonzero().flatten() + 1).tolist(), pos.numel()]
@@ -67,8 +67,9 @@ def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: floa
               and (window is None or max(b - a for a, b in zip(bounds, bounds[1:])) <= window))
     if not splits:
         if attention_mask is None and bounds is not None and len(bounds) > 2:  # rows_mask left it to the split
-            raise ValueError(f"{PACKED_SDPA}: a pack of {len(bounds) - 1} rows that cannot be split row by row "
-                             f"(sliding window {window}) came without a mask; use train.attention=sdpa")
+            raise ValueError(f"{PACKED_SDPA}: a pack of {len(bounds) - 1} rows came without a mask and cannot be split "
+                             f"row by row (a non-causal module, a position bias, or a row longer than the sliding "
+                             f"window {window}); use train.attention=sdpa")
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     outs = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, dropout=dropout,
