@@ -1,8 +1,9 @@
 """Scale bench of the orchestrator: driver peak RSS and wall time at 1K / 10K / 100K pairs through
-load → categorize → select → pairs → judge → sft_data, in one run, side by side.
+load → categorize → holdout → select → [neighbors →] pairs → judge → sft_data, in one run, side by side.
 
     python scripts/bench_scale.py                       # 1K, 10K, 100K (~10 min on 2 cores)
     python scripts/bench_scale.py --sizes 1000 10000 --judge-n 4 --shard-size 256
+    python scripts/bench_scale.py --rejected neighbor   # neighbor pairs: the whole-pool nearest-neighbor search
 
 It measures the project's own code (the driver, the shard store, the stage logic, parsing), not a
 model: every generation comes from ``ScriptedBenchEngine``, a benchmark engine that returns
@@ -49,9 +50,9 @@ class ScriptedBenchEngine:
     def count_prompt_tokens(self, request: GenRequest) -> int:
         return sum(len(m["content"]) for m in request.messages) // 4
 
-    def _text(self, rid: str, i: int) -> str:
-        if rid.endswith("/answer"):
-            return f"An answer of about twenty words to the instruction {rid}, written plainly and without a verdict."
+    def _text(self, rid: str, i: int, prompt: str = "") -> str:
+        if rid.endswith("/answer"):  # its instruction's words, so answers differ as instructions do
+            return f"An answer to {rid} about {prompt[-80:]}, written plainly and without a verdict."
         if rid.endswith("/modify"):
             return (f"{MOD_START}\nA close but different instruction derived from {rid}.\n{MOD_END}\n"
                     f"{RESP_START}\nA good answer to that different instruction.\n{RESP_END}")
@@ -64,7 +65,7 @@ class ScriptedBenchEngine:
         out = []
         for r in requests:
             n = r.sampling.n if r.sampling.temperature > 0 else 1
-            samples = [(t, "stop", len(t) // 4) for t in (self._text(r.id, i) for i in range(n))]
+            samples = [(t, "stop", len(t) // 4) for t in (self._text(r.id, i, r.messages[-1]["content"]) for i in range(n))]
             out.append(make_result(r, self.count_prompt_tokens(r), samples))
         return out
 
@@ -72,7 +73,14 @@ class ScriptedBenchEngine:
         pass
 
 
-def one(n: int, judge_n: int, shard_size: int, work: Path) -> dict:
+def _instruction(i: int) -> str:
+    """Six words of a 3,000-word vocabulary, seeded by i: instructions share a few words with many others, as a real
+    pool does, so the neighbor search has a band to look in."""
+    words = [f"w{_h(i, j) % 3000}" for j in range(6)]
+    return f"Explain {' '.join(words)} in a short paragraph."
+
+
+def one(n: int, judge_n: int, shard_size: int, work: Path, rejected: str) -> dict:
     """One size, in this process: returns wall seconds, peak RSS and the stage summaries."""
     from selftaught import compose
     from selftaught.config import ModelConfig
@@ -82,11 +90,11 @@ def one(n: int, judge_n: int, shard_size: int, work: Path) -> dict:
     data = work / "instructions.jsonl"
     with open(data, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"x{i}", "instruction": f"Instruction {i}: explain topic {i % 997} in a short paragraph."}) + "\n")
+            f.write(json.dumps({"id": f"x{i}", "instruction": _instruction(i)}) + "\n")
     model = resolve_model(ModelConfig())
     cfg = compose([f"output_dir={work}", "name=scale", f"model.path={model}", f"data.path={data}", "ray.enabled=false",
                    "engine=hf", "engine.constrained=false", "until=sft_data", "rounds=1", f"shard_size={shard_size}",
-                   "ray.batch_size=64", f"judge.n={judge_n}", "judge.temperature=0.7", "pairs.rejected=joint",
+                   "ray.batch_size=64", f"judge.n={judge_n}", "judge.temperature=0.7", f"pairs.rejected={rejected}",
                    "select.balance=false", "tracking.backend=none"])
     run = Run(cfg)
     engine = ScriptedBenchEngine(model)
@@ -105,18 +113,20 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--judge-n", type=int, default=4)
     ap.add_argument("--shard-size", type=int, default=256)
+    ap.add_argument("--rejected", default="joint", choices=["joint", "neighbor"],
+                    help="pairs.rejected: the model's x' (joint) or a similar instruction's answer (neighbor)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(one(args.one, args.judge_n, args.shard_size, Path(args.work))), flush=True)
+        print("RESULT " + json.dumps(one(args.one, args.judge_n, args.shard_size, Path(args.work), args.rejected)), flush=True)
         return 0
 
     results = []
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench_scale_{n}_") as work:
             p = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", work, "--judge-n", str(args.judge_n),
-                                "--shard-size", str(args.shard_size)], capture_output=True, text=True)
+                                "--shard-size", str(args.shard_size), "--rejected", args.rejected], capture_output=True, text=True)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if p.returncode != 0 or line is None:
                 print(p.stdout[-3000:], p.stderr[-3000:], file=sys.stderr)
@@ -126,13 +136,14 @@ def main() -> int:
             print(f"n={n}: {r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr, flush=True)
 
     base = results[0]
-    print(f"\nload → categorize → select → pairs → judge (n={args.judge_n}, 2 orders) → sft_data; "
-          f"shard_size={args.shard_size}; scripted benchmark engine; one run\n")
+    pairs = "neighbors → pairs" if args.rejected == "neighbor" else "pairs"
+    print(f"\nload → categorize → holdout → select → {pairs} → judge (n={args.judge_n}, 2 orders) → sft_data; "
+          f"pairs.rejected={args.rejected}; shard_size={args.shard_size}; scripted benchmark engine; one run\n")
     print("| pairs | wall s | s per 1K pairs | time ratio vs n ratio | driver peak RSS MB | RSS before run MB | RSS ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        pairs = r["stages"].get("pairs", {}).get("out", 0)
-        print(f"| {r['n']:,} ({pairs:,} made) | {r['wall_s']} | {1000 * r['wall_s'] / r['n']:.2f} | "
+        made = r["stages"].get("pairs", {}).get("out", 0)
+        print(f"| {r['n']:,} ({made:,} made) | {r['wall_s']} | {1000 * r['wall_s'] / r['n']:.2f} | "
               f"{r['wall_s'] / base['wall_s']:.1f}× / {r['n'] / base['n']:.0f}× | {r['peak_rss_mb']} | {r['rss_before_mb']} | "
               f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}× |")
     by_n = {r["n"]: r for r in results}

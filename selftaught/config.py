@@ -47,8 +47,12 @@ RECIPE_CATEGORIES = [
 
 EMBEDDED_MODEL = "embedded:smollm2"
 JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
-EVAL_MODES = ("constrained", "free", "absolute")
-JUDGE_MODES = ("pairwise", "absolute", "both")  # what the loop trains: verdicts, 1-5 gradings, or both
+EVAL_MODES = ("constrained", "free", "absolute", "verify")
+# What the loop trains: pairwise verdicts, 1-5 gradings, both, or yes/no verdicts on one answer at a time (verify).
+JUDGE_MODES = ("pairwise", "absolute", "both", "verify")
+# The judged text kept as an SFT target: the verdict line alone, the verdict and one line, the whole judgment.
+EXPLANATIONS = ("none", "short", "full")
+PAIR_SOURCES = ("joint", "separate", "neighbor", "mixed")  # pairs.rejected
 ENGINE_BACKENDS = ("vllm", "hf", "openai")
 DATA_FORMATS = ("auto", "jsonl", "json", "parquet")
 TRACKING_BACKENDS = ("wandb", "none")
@@ -260,12 +264,59 @@ class SelectConfig(BaseConfig):
 
 
 @dataclass
+class NeighborConfig(BaseConfig):
+    """``pairs.rejected=neighbor|mixed``: the rejected answer to x is the generator's answer to a *similar but
+    different* instruction of the same pool (LLMBar's Adversarial-Neighbor construction): the k most similar
+    instructions whose TF-IDF cosine with x lies in [min_similarity, max_similarity] (word unigrams, English
+    stop words removed; ``selftaught/similarity.py``), each answered as x is. A pair whose two answers say the
+    same is dropped by ``pairs.checks``."""
+
+    KEY: ClassVar[str] = "pairs.neighbor"
+    k: int = 1  # neighbor pairs per instruction (the k most similar in the band)
+    min_similarity: float = 0.1  # below: a different topic, too easy to tell apart
+    max_similarity: float = 0.6  # above: a paraphrase of x, whose answer may answer x too
+
+    def __post_init__(self) -> None:
+        self._check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        self._check(0 <= self.min_similarity < self.max_similarity <= 1, "min_similarity",
+                    f"must satisfy 0 <= min_similarity < max_similarity <= 1, got {self.min_similarity}, {self.max_similarity}")
+
+
+@dataclass
+class PairChecksConfig(BaseConfig):
+    """Label checks on each pair whose x' the model wrote (``joint``/``separate``), by character n-gram cosine
+    (``similarity.text_similarity``); a pair that fails one is dropped (or, ``separate`` with ``pairs.retries``,
+    written again), counted by reason in the pairs summary. 1.0 turns a check off; ``enabled=false`` all of them
+    (the similarities are still recorded)."""
+
+    KEY: ClassVar[str] = "pairs.checks"
+    # x' that restates x: its answer is an answer to x too.
+    max_instruction_similarity: float = 0.75
+    # x' closer to x's answer than to x: the model answered x instead of rewriting it ("The answer is: ...").
+    max_instruction_answer_similarity: float = 0.5
+    # the two answers say the same thing.
+    max_answer_similarity: float = 0.8
+    # the rejected answer restates x' instead of answering it.
+    max_rejected_instruction_similarity: float = 0.8
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "enabled":
+                self._check(0 < v <= 1, f.name, f"must be in (0, 1] (1 turns the check off), got {v}")
+
+
+@dataclass
 class PairsConfig(BaseConfig):
     KEY: ClassVar[str] = "pairs"
     # How the rejected answer is made. joint (the recipe): one generation from ``modify_template``
     # writes x' and its answer in marked blocks. separate (small models): x' alone from the few-shot
     # ``instruction_template``, then x' is answered with ``answer_template`` exactly as x is, so the
     # two answers differ in what they answer, not in style (SmolLM2-135M: see README, pairs yield).
+    # neighbor: the answer to a similar but different instruction of the pool (``neighbor``), one
+    # answer per instruction and a label that holds whatever the generator; mixed: separate's pairs
+    # and neighbor pairs.
     rejected: str = "joint"
     answer_template: str = "answer"
     modify_template: str = "modify"
@@ -280,9 +331,11 @@ class PairsConfig(BaseConfig):
     # again at retry_temperature, up to this many times (greedy decoding would repeat it).
     retries: int = 0
     retry_temperature: float = 0.8
+    checks: PairChecksConfig = field(default_factory=PairChecksConfig)
+    neighbor: NeighborConfig = field(default_factory=NeighborConfig)
 
     def __post_init__(self) -> None:
-        self._check(self.rejected in ("joint", "separate"), "rejected", f"must be joint|separate, got {self.rejected!r}")
+        self._check(self.rejected in PAIR_SOURCES, "rejected", f"must be {'|'.join(PAIR_SOURCES)}, got {self.rejected!r}")
         self._check(self.max_tokens >= 8, "max_tokens", "must be >= 8")
         self._check(self.modify_max_tokens >= 16, "modify_max_tokens", "must be >= 16")
         self._check(self.temperature >= 0, "temperature", "must be >= 0")
@@ -297,10 +350,18 @@ class JudgeConfig(BaseConfig):
     KEY: ClassVar[str] = "judge"
     # What the loop trains: pairwise verdicts (the recipe; stage judge), absolute 1-5 gradings of each
     # answer against the general rubric (stage grade_pairs; kept when chosen scores strictly higher
-    # than rejected), or both (one SFT set). absolute/both add eval mode absolute.
+    # than rejected), or both (one SFT set). absolute/both add eval mode absolute. verify: a yes/no
+    # verdict on one answer at a time, "does it answer this instruction?" (stage verify_pairs; the
+    # pair is decided by comparing its answers' P(yes), so there is no position to learn); adds eval
+    # mode verify.
     mode: str = "pairwise"
     template: str = "judge"
     absolute_template: str = "absolute"  # mode absolute/both: the grading prompt (Prometheus)
+    verify_template: str = "verify"  # mode verify: the yes/no prompt
+    # The SFT target of a kept judgment: none (the verdict line alone), short (the verdict and the one line
+    # after it; verdict_first and verify), full (the whole judgment; reasoning_first). null: full for
+    # reasoning_first, short otherwise. With none, nothing but the verdict is generated or trained.
+    explanation: Optional[str] = None
     # reasoning_first (the recipe: reasoning, then "Final verdict: [[X]]") | verdict_first
     # ("Verdict: [[X]]", then a short explanation: small judges; use template judge_verdict_first).
     format: str = "reasoning_first"
@@ -331,6 +392,13 @@ class JudgeConfig(BaseConfig):
     def __post_init__(self) -> None:
         self._check(self.mode in JUDGE_MODES, "mode", f"must be one of {'|'.join(JUDGE_MODES)}, got {self.mode!r}")
         self._check(self.format in JUDGE_FORMATS, "format", f"must be one of {'|'.join(JUDGE_FORMATS)}, got {self.format!r}")
+        self._check(self.explanation is None or self.explanation in EXPLANATIONS, "explanation",
+                    f"must be one of {'|'.join(EXPLANATIONS)} or null, got {self.explanation!r}")
+        self._check(self.explanation != "short" or self.format == "verdict_first" or self.mode == "verify", "explanation",
+                    "short keeps the line after the verdict: it needs judge.format=verdict_first (or judge.mode=verify)")
+        self._check(self.explanation != "full" or (self.format == "reasoning_first" and self.mode != "verify"),
+                    "explanation", "full keeps the reasoning before the verdict: it needs judge.format=reasoning_first "
+                    "(verify verdicts come first: none or short)")
         self._check(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         self._check(self.n_max is None or self.n_max >= self.n, "n_max", f"must be >= judge.n ({self.n}) or null, got {self.n_max}")
         self._check(0 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [0, 2] (0 = off)")
@@ -338,6 +406,13 @@ class JudgeConfig(BaseConfig):
         self._check(self.temperature >= 0, "temperature", "must be >= 0")
         self._check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+
+    @property
+    def explained(self) -> str:
+        """``explanation`` resolved: null is full for reasoning_first, short otherwise."""
+        if self.explanation is not None:
+            return self.explanation
+        return "full" if self.format == "reasoning_first" and self.mode != "verify" else "short"
 
 
 @dataclass
@@ -449,6 +524,9 @@ class TrainConfig(BaseConfig):
     # sft_then_dpo (Meta's release: SFT, then DPO from the SFT model); see train.dpo.
     objective: str = "sft"
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    # SFT: the loss weight of the verdict token(s) of each target against 1 for every other target token
+    # (its explanation, the verdict line's fixed words, EOS); 1.0 is plain SFT (``training.weighted``).
+    verdict_weight: float = 1.0
 
     def __post_init__(self) -> None:
         strategies = ("plain", *ZERO_STAGES)
@@ -484,6 +562,7 @@ class TrainConfig(BaseConfig):
         # saved it for backward, which then fails ("modified by an inplace operation"; bench_train, CPU).
         self._check(not (self.torch_compile and self.strategy == "zero3"), "torch_compile",
                     "does not work with train.strategy=zero3 (its backward needs weights ZeRO-3 has freed); use zero2")
+        self._check(self.verdict_weight > 0, "verdict_weight", f"must be > 0, got {self.verdict_weight}")
         self._check(not (self.use_gpu is False and self.bf16 is True), "bf16",
                     "bf16 training needs train.use_gpu=true here (CPU runs float32)")
 
@@ -505,10 +584,33 @@ class EvalSetConfig(BaseConfig):
 
 
 @dataclass
+class HoldoutConfig(BaseConfig):
+    """A label-free progress signal in the run's own domain: before ``select``, a fixed share of the run's
+    instructions (the smallest hashes of their ids) is held out; the generator makes their pairs once, with
+    ``pairs``' method, and every round's judge, the seed included, is evaluated on them (eval set
+    ``holdout``). They never reach a round's pairs, judge, SFT rows or training (``stages.holdout``)."""
+
+    KEY: ClassVar[str] = "eval.holdout"
+    enabled: bool = True
+    share: float = 0.1  # of the instructions the run loads
+    min_size: int = 40  # at least this many, where the pool keeps as many for training
+    max_size: int = 400  # at most (each round evaluates every one)
+    seed: int = 0  # the id hash's salt: another seed holds out other instructions
+    name: str = "holdout"  # its eval set's name
+
+    def __post_init__(self) -> None:
+        self._check(0 < self.share < 1, "share", f"must be in (0, 1), got {self.share}")
+        self._check(self.min_size >= 1, "min_size", f"must be >= 1, got {self.min_size}")
+        self._check(self.max_size >= self.min_size, "max_size", f"must be >= eval.holdout.min_size ({self.min_size}), got {self.max_size}")
+        self._check(bool(self.name) and "/" not in self.name, "name", f"must be a name without '/', got {self.name!r}")
+
+
+@dataclass
 class EvalConfig(BaseConfig):
     KEY: ClassVar[str] = "eval"
     enabled: bool = True
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     # The judge is evaluated in the format it is trained on: null = judge.template / judge.format.
     template: Optional[str] = None
     format: Optional[str] = None
@@ -519,6 +621,9 @@ class EvalConfig(BaseConfig):
     # the pair is right when the better answer scores strictly higher (score_accuracy).
     modes: list[str] = field(default_factory=lambda: ["constrained", "free"])
     absolute_template: Optional[str] = None  # null: judge.absolute_template
+    # verify (added when judge.mode=verify): each answer of a pair asked "does it answer the instruction?"
+    # alone; the answer with the higher P(yes) wins, in both orders alike (no position).
+    verify_template: Optional[str] = None  # null: judge.verify_template
     limit: Optional[int] = None  # pairs per file
     max_tokens: int = 256  # reasoning budget; greedy decoding
     frequency_penalty: float = 0.0
@@ -571,6 +676,8 @@ class JudgeFileConfig(BaseConfig):
     out_dir: Optional[str] = None  # null: <output_dir>/<name>/judged/<file stem>
     # When the two orders disagree (or one does not parse): "tie", or "logprob": the verdict
     # log-odds averaged over both orders decide (constrained decoding only; position bias removed).
+    # "verify" (a judge trained with judge.mode=verify): each response asked yes/no alone in the verify
+    # template; the higher P(yes) wins (constrained decoding only).
     decide: str = "tie"
     majority_k: int = 0  # > 1: also k samples per order at eval.temperature/top_p; the 2k votes decide
     constrained: Optional[bool] = None  # null: the judge's default (engine.constrained / the embedded model)
@@ -583,7 +690,9 @@ class JudgeFileConfig(BaseConfig):
             self._check(bool(getattr(self, name)), name, "must be set")
         self._check(self.a_field != self.b_field, "b_field", f"must differ from a_field ({self.a_field!r})")
         self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
-        self._check(self.decide in ("tie", "logprob"), "decide", f"must be tie|logprob, got {self.decide!r}")
+        self._check(self.decide in ("tie", "logprob", "verify"), "decide", f"must be tie|logprob|verify, got {self.decide!r}")
+        self._check(self.decide != "verify" or self.majority_k == 0, "majority_k", "is a pairwise knob; decide=verify "
+                    "reads each response's P(yes) once")
         self._check(self.majority_k == 0 or self.majority_k > 1, "majority_k", f"must be 0 (off) or > 1, got {self.majority_k}")
         self._check(self.dpo_out is None or self.dpo_out.endswith((".jsonl", ".parquet")), "dpo_out",
                     f"must end in .jsonl or .parquet, got {self.dpo_out!r}")
@@ -651,11 +760,14 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     returns ``cfg``. ``local_files=False`` skips what only this machine's files can tell (a DeepSpeed
     JSON at an absolute path): ``selftaught submit`` checks a config the cluster will run."""
     # DPO pairs a correct and an incorrect verdict of one (pair, order): only pairwise judging samples them.
-    _check(cfg.train.objective == "sft" or cfg.judge.mode != "absolute", "train.objective",
-           f"{cfg.train.objective} trains on pairwise judgments; judge.mode=absolute samples none (use pairwise or both)")
+    _check(cfg.train.objective == "sft" or cfg.judge.mode in ("pairwise", "both"), "train.objective",
+           f"{cfg.train.objective} trains on pairwise judgments; judge.mode={cfg.judge.mode} samples none (use pairwise or both)")
     # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
     _check(cfg.engine.backend != "openai", "engine.backend",
            "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")
+    names = [eval_set_name(x) for x in cfg.eval.sets]
+    _check(not (cfg.eval.enabled and cfg.eval.holdout.enabled) or cfg.eval.holdout.name not in names, "eval.holdout.name",
+           f"{cfg.eval.holdout.name!r} is also the name of a set in eval.sets; rename one")
     c, s = cfg.categorize, cfg.select
     for k in s.quotas:
         _check(k in c.categories, f"select.quotas.{k}", f"is not one of categorize.categories {c.categories}")
@@ -669,9 +781,9 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
         _check(budget < n_ctx, key, f"({budget}) must be < model.max_model_len ({n_ctx})")
     f = cfg.judge_file
     # logprob reads the verdict's log-odds: only constrained decoding has them (null: the judge's default).
-    _check(f.decide != "logprob" or (constrained(cfg) if f.constrained is None else f.constrained), "judge_file.decide",
-           "logprob needs constrained decoding (the verdict's log-odds), and this judge decodes free; "
-           "set judge_file.constrained=true")
+    _check(f.decide not in ("logprob", "verify") or (constrained(cfg) if f.constrained is None else f.constrained),
+           "judge_file.decide", f"{f.decide} needs constrained decoding (the verdict's log-odds), and this judge decodes "
+           "free; set judge_file.constrained=true")
     _check_deterministic(cfg)
     check_shared_storage(cfg.output_dir, cfg.ray)
     t = cfg.train
@@ -908,10 +1020,12 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     from dataclasses import replace
 
     modes = list(cfg.eval.modes)
-    if cfg.judge.mode != "pairwise" and "absolute" not in modes:  # evaluate what is trained
-        modes.append("absolute")
+    trained = {"absolute": "absolute", "both": "absolute", "verify": "verify"}.get(cfg.judge.mode)
+    if trained and trained not in modes:  # evaluate what is trained
+        modes.append(trained)
     return replace(cfg.eval, template=cfg.eval.template or cfg.judge.template, format=cfg.eval.format or cfg.judge.format,
-                   modes=modes, absolute_template=cfg.eval.absolute_template or cfg.judge.absolute_template)
+                   modes=modes, absolute_template=cfg.eval.absolute_template or cfg.judge.absolute_template,
+                   verify_template=cfg.eval.verify_template or cfg.judge.verify_template)
 
 
 def constrained(cfg: RunConfig) -> bool:

@@ -26,7 +26,7 @@ from selftaught.distributed.generation import LocalRunner, run_with_ray
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
 from selftaught.shards import entry_for, merged
-from selftaught.stages import EVAL, GRADES, PIPELINE, VERDICTS, evaluate, grades, load, verdicts
+from selftaught.stages import EVAL, GRADES, PIPELINE, VERDICTS, evaluate, grades, load, pairs, select, verdicts
 from selftaught.stages.base import StageContext, StageSpec, Upstream
 from selftaught.store import RoundStore, StageDir
 
@@ -36,6 +36,7 @@ MAX_LOGGED_FAILURES = 20
 # The stages whose rows each train.objective trains on (the first one's count is the summary's "examples").
 TRAIN_INPUTS = {"sft": ("sft_data",), "dpo": ("dpo_data",), "sft_then_dpo": ("sft_data", "dpo_data")}
 SHARED = "data"  # folder of the pairs shared by all rounds
+HELD_OUT_PAIRS = pairs.HOLDOUT.name  # eval.holdout: the held-out instructions' pairs, one more eval set
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Run:
         self.summaries: list[dict] = []
         self.tracker = None
         self.evaluated: dict[str, RoundStore] = {}  # eval hash -> the store that holds it (reuse)
+        self.holdout: Optional[tuple[StageDir, str]] = None  # the held-out pairs' stage (eval.holdout): (folder, hash)
         self.logged_failures = 0
 
     def _generator_model(self) -> Model:
@@ -303,15 +305,16 @@ class Run:
         return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in)
 
     # -- a round -------------------------------------------------------------------------------
-    def pipeline(self, k: int, judge_model: Model) -> dict[str, tuple[StageDir, str]]:
+    def pipeline(self, k: int, judge_model: Model, before: Optional[str] = None) -> dict[str, tuple[StageDir, str]]:
         """The declared stages in order (``stages.PIPELINE``) up to ``until``, each reading the one before
         it or its ``sources``: the pairs (once per run, or per round with ``generator.fresh_instructions``),
         then the round's judge (pairwise, absolute or both), its SFT rows and (DPO) its preference rows.
-        Returns every stage that ran, by name: (its folder, its hash); training reads its own."""
+        ``before``: stop at that stage. Returns every stage that ran, by name: (its folder, its hash); training
+        reads its own."""
         done: dict[str, tuple[StageDir, str]] = {}
         last: Optional[str] = None
         for spec in PIPELINE:
-            if spec.name not in self.stages:
+            if spec.name not in self.stages or spec.name == before:
                 break
             if not spec.enabled(self.cfg):
                 continue
@@ -378,11 +381,20 @@ class Run:
         # The weights' own fingerprint too: a model trained again at the same path is a new judge.
         return _local_model(summary["model_path"], f"round_{k}/train@{h}"), summary
 
+    def _holdout_from(self, done: dict[str, tuple[StageDir, str]]) -> None:
+        """Remember the held-out pairs' stage (eval.holdout), which eval reads, when it ran."""
+        if HELD_OUT_PAIRS in done:
+            self.holdout = done[HELD_OUT_PAIRS]
+
     def evaluate(self, store: RoundStore, k: int, model: Model) -> tuple[list[dict], dict]:
         """The eval stage on ``model``; a judge evaluated already (a round that kept the previous judge) is
         reused, not run again."""
-        up = Upstream(k)
-        h = self._hash(EVAL, "", EVAL.config(self.cfg, up), model)
+        # The held-out pairs (eval.holdout) are one more eval set: their stage's hash chains into the eval's.
+        up, up_hash = Upstream(k), ""
+        if self.holdout is not None:
+            sd, up_hash = self.holdout
+            up = Upstream(k, sd, sd.summary(), sources={HELD_OUT_PAIRS: (sd, sd.summary())})
+        h = self._hash(EVAL, up_hash, EVAL.config(self.cfg, up), model)
         earlier = self.evaluated.get(h)
         if earlier is not None and earlier.root != store.root and not store.is_complete(EVAL.name, h):
             log.info("round %d eval: judge unchanged since %s; reusing its eval", k, earlier.root.name)
@@ -392,7 +404,7 @@ class Run:
             store.save(EVAL.name, h, rows, earlier.failures(EVAL.name), summary)
             self.summaries.append(summary)
         else:
-            _, _, summary = self._stage(EVAL, k, up, "", model, store=store)
+            _, _, summary = self._stage(EVAL, k, up, up_hash, model, store=store)
             rows = store.rows(EVAL.name)
         self.evaluated[h] = store
         return rows, summary
@@ -414,10 +426,15 @@ class Run:
             current = self.seed
             result.models[0] = current.path
             if self.eval_on:
-                self._finish_round(result, 0, current, [])
+                # The held-out instructions' pairs come first: the seed is evaluated on them too.
+                n_before = len(self.summaries)
+                if rounds >= 1:
+                    self._holdout_from(self.pipeline(0, current, before=select.STAGE))
+                self._finish_round(result, 0, current, self.summaries[n_before:])
             for k in range(1, rounds + 1):
                 n_before = len(self.summaries)
                 data = self.pipeline(k, current)
+                self._holdout_from(data)
                 if "train" in self.stages:
                     current, _ = self.train(k, data, current)
                     result.models[k] = current.path
@@ -468,6 +485,11 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
         elif st == "grade_pairs":
             for key in ("parse_rate", "mean_score_chosen", "mean_score_rejected", "pairs_kept", "kept_gradings"):
                 row[f"grade/{key}"] = s.get(key)
+        elif st == "verify_pairs":
+            for key in ("sample_accuracy", "parse_rate", "yes_rate", "samples_per_item", "kept_yes", "kept_no"):
+                row[f"verify/{key}"] = s.get(key)
+        elif st in ("pairs", "neighbors"):
+            row[f"{st}/out"] = s.get("out")
         elif st == "sft_data":
             row["judge/sft_examples"] = s.get("out")
         elif st == "dpo_data":
@@ -509,8 +531,9 @@ def run(cfg: RunConfig) -> RunResult:
 
 
 def evaluate_model(cfg: RunConfig) -> dict:
-    """``selftaught eval``: the eval stage alone on ``model.path``, under ``<run>/standalone/eval/``."""
-    cfg = replace(cfg, until="eval", eval=replace(cfg.eval, enabled=True))
+    """``selftaught eval``: the eval stage alone on ``model.path``, under ``<run>/standalone/eval/``. A run's held-out
+    pairs are a set like any other here: ``eval.sets=[{path: <run>/data/holdout_pairs/data, name: holdout}]``."""
+    cfg = replace(cfg, until="eval", eval=replace(cfg.eval, enabled=True, holdout=replace(cfg.eval.holdout, enabled=False)))
     r = Run(cfg)
     r.check_cluster(train=False)
     try:

@@ -556,7 +556,8 @@ def iter_graded_responses(cfg, what: str = "judge_file.path") -> Iterator[Union[
 def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = None,
                        what: str = "eval path") -> tuple[list[dict], list[Reject]]:
     """LLMBar ``{input, output_1, output_2, label}``, RewardBench ``{prompt, chosen, rejected,
-    subset}`` or MT-Bench human votes (``_mt_bench``) -> ``{id, instruction, chosen, rejected,
+    subset}``, a pairs stage's rows (``rows.Pair``: its subset is ``rejected_source``) or MT-Bench human votes
+    (``_mt_bench``) -> ``{id, instruction, chosen, rejected,
     subset, source}``; RewardBench 2 (``_rewardbench2``) -> ``{id, instruction, candidates, subset,
     source}``; a response with a human 1-5 score (``_graded_eval``) -> ``{id, instruction, response,
     rubric, reference, human_score, subset, source}``. LLMBar's subset is the file stem (e.g.
@@ -570,7 +571,10 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             return _graded_eval(row, stem)
         if isinstance(row.get("chosen"), list):
             return _rewardbench2(row, stem)
-        if "output_1" in row:  # LLMBar
+        if "pair_id" in row and "instruction" in row and "chosen" in row:  # a pairs stage's rows (eval.holdout)
+            keys = ("instruction", "chosen", "rejected")
+            subset = row.get("rejected_source") or stem
+        elif "output_1" in row:  # LLMBar
             label = row.get("label")
             if str(label) not in ("1", "2") or isinstance(label, bool):
                 return f"field 'label' must be 1 or 2, got {label!r}"
@@ -591,7 +595,8 @@ def load_pairwise_eval(path: str, format: str = "auto", limit: Optional[int] = N
             vals.append(v)
         if vals[1].strip() == vals[2].strip():
             return SAME_ANSWERS
-        return {"id": _scalar_id(row), "instruction": vals[0], "chosen": vals[1], "rejected": vals[2], "subset": subset}
+        return {"id": row["pair_id"] if "pair_id" in row else _scalar_id(row), "instruction": vals[0], "chosen": vals[1],
+                "rejected": vals[2], "subset": subset}
 
     return _load(path, format, convert, limit, what)
 

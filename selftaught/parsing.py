@@ -76,6 +76,36 @@ def strip_reasoning(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Yes/no verdicts on one answer (judge.mode=verify): "Verdict: Yes" or "Verdict: No" on the first line,
+# optionally one line of explanation after it. Constrained decoding forces "Verdict:" and picks one token,
+# " Yes" or " No" (SmolLM2 and Llama-3 tokenize both as one token after the colon).
+VERIFY_OPEN = "Verdict:"
+VERIFY_OPTIONS = (" Yes", " No")
+VERIFY_LABELS = ("Yes", "No")
+_VERIFY_ANY = re.compile(r"(?i)\bverdict\s*:")
+_VERIFY_LINE = re.compile(r"^\**\s*(?i:verdict)\s*:\s*\**\s*(Yes|No|yes|no|YES|NO)\**\.?$")
+
+
+def verify_line(label: str) -> str:
+    return f"{VERIFY_OPEN} {label}"
+
+
+def parse_yes_no(text: str) -> Verdict:
+    """Read a yes/no verdict: exactly one ``Verdict:`` in the judgment, on its first non-empty line, followed by
+    Yes or No alone. A second verdict, a verdict below the first line, or another word are failures."""
+    found = _VERIFY_ANY.findall(text)
+    if not found:
+        return Verdict(None, "no verdict")
+    if len(found) > 1:
+        return Verdict(None, "multiple verdicts")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    m = _VERIFY_LINE.match(lines[0])
+    if not m:
+        return Verdict(None, "verdict not on the first line" if not _VERIFY_ANY.match(lines[0]) else "invalid verdict")
+    return Verdict(m.group(1).capitalize())
+
+
+# ---------------------------------------------------------------------------------------------
 # Absolute scores (Prometheus direct assessment): feedback, then "[RESULT] n" with n in 1..5.
 SCORES = (1, 2, 3, 4, 5)
 RESULT_MARKER = "[RESULT]"

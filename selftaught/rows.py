@@ -63,8 +63,29 @@ class Categorized(Instruction):
     categorize_meta: Optional[Provenance]
 
 
+class Neighbor(TypedDict):
+    """A similar but different instruction of the pool (``neighbors``), whose answer is a rejected answer."""
+    id: str
+    instruction: str
+    similarity: float  # TF-IDF cosine with the instruction (``similarity.nearest``)
+
+
+class WithNeighbors(Categorized):
+    """``neighbors`` (and ``holdout_neighbors``): an instruction and its neighbors, most similar first."""
+    neighbors: list[Neighbor]
+
+
+class PairSimilarity(TypedDict):
+    """``pairs.checks``: character n-gram cosines of a pair whose x' the model wrote (``similarity.text_similarity``)."""
+    instruction: float  # x vs x'
+    instruction_answer: float  # x' vs chosen
+    answers: float  # chosen vs rejected
+    rejected_instruction: float  # rejected vs x'
+
+
 class Pair(TypedDict, total=False):
-    """``pairs``: chosen = an answer to x; rejected = an answer to the modified x'."""
+    """``pairs``: chosen = an answer to x; rejected = an answer to the modified x' (``joint``, ``separate``) or to a
+    similar instruction of the pool (``neighbors``: ``rejected_source`` neighbor, x' = that instruction)."""
     pair_id: str
     instruction_id: str
     instruction: str
@@ -78,6 +99,10 @@ class Pair(TypedDict, total=False):
     attempts: int  # pairs.rejected=separate: x' written this many times
     chosen_meta: Optional[Provenance]
     rejected_meta: Optional[Provenance]
+    similarity: Optional[PairSimilarity]
+    rejected_source: Optional[str]  # "modified" (x' written by the model) | "neighbor"
+    neighbor_id: Optional[str]  # neighbor pairs: the instruction whose answer is rejected
+    neighbor_similarity: Optional[float]  # its TF-IDF cosine with x (similarity.nearest)
     status: str
 
 
@@ -142,15 +167,36 @@ class GradedAnswer(TypedDict, total=False):
     grade_meta: Optional[Provenance]
 
 
+class Verified(TypedDict, total=False):
+    """``verify_pairs``: one row per (pair, side), every yes/no verdict sampled on that answer alone, and the kept one."""
+    example_id: str  # "<pair_id>/<side>"
+    pair_id: str
+    side: str  # "chosen" | "rejected"
+    gold: str  # "Yes" (chosen) | "No" (rejected)
+    instruction: str
+    response: str
+    category: Optional[str]
+    rejected_source: Optional[str]  # the pair's: "modified" | "neighbor"
+    samples: list[Sample]  # margin: log p(Yes) - log p(No)
+    waves: int
+    prompt_tokens: Optional[int]
+    n_samples: int
+    n_correct: int
+    kept_judgment: Optional[str]
+    kept_verdict: Optional[str]
+    status: str  # ok | "no correct judgment" | "prompt too long for model context"
+    verify_meta: Optional[Provenance]
+
+
 class SftRow(TypedDict):
     """``sft_data``: the conversational rows TRL's SFTTrainer reads (loss on the assistant turn)."""
     messages: list[Message]  # system, user (the judge or grading prompt), assistant (the kept judgment)
-    kind: str  # "pairwise" (a verdict of judge) | "absolute" (a 1-5 grading of grade_pairs)
+    kind: str  # "pairwise" (a verdict of judge) | "absolute" (a 1-5 grading of grade_pairs) | "verify" (verify_pairs)
     example_id: str
     pair_id: str
     order: Optional[str]  # pairwise
-    verdict: Optional[str]  # pairwise
-    side: Optional[str]  # absolute: "chosen" | "rejected"
+    verdict: Optional[str]  # pairwise: "A" | "B"; verify: "Yes" | "No"
+    side: Optional[str]  # absolute, verify: "chosen" | "rejected"
     score: Optional[int]  # absolute
     kept_source: Optional[str]
     category: Optional[str]
@@ -202,7 +248,7 @@ class Evaluated(TypedDict, total=False):
     source: Optional[str]
     order: str
     gold: str
-    mode: str  # "constrained" | "free"
+    mode: str  # "constrained" | "free" | "absolute" | "verify"
     instruction: str
     answer_a: str
     answer_b: str
@@ -226,6 +272,8 @@ class Evaluated(TypedDict, total=False):
     cand_b: Optional[int]
     n_candidates: Optional[int]
     scored: Optional[bool]
+    label_a: Optional[str]  # mode "verify": answer A's own yes/no verdict
+    label_b: Optional[str]
 
 
 class ResponsePair(TypedDict):

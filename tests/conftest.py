@@ -23,6 +23,25 @@ def tiny_model_path(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
+def tiny_engine(tiny_model_path):
+    """The tiny random Llama on the transformers engine (one per test module)."""
+    from selftaught.config import EngineConfig
+    from selftaught.engines import make_engine
+
+    eng = make_engine(EngineConfig(backend="hf", threads=1, hf_batch_size=16), tiny_model_path, max_model_len=1024)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_ctx(tiny_model_path):
+    """A round-1 stage context on the tiny model, constrained decoding."""
+    from selftaught.stages.base import StageContext
+
+    return StageContext(round=1, model_path=tiny_model_path, constrained=True, max_model_len=1024, seed=0)
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A local Ray of 2 CPUs for the training tests (started once per module, stopped if this started it)."""
     import ray

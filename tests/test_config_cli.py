@@ -51,7 +51,10 @@ def test_validation_names_the_key(override, key):
 
 def test_presets_compose_and_validate():
     demo = compose(["preset=cpu_demo"])
-    assert (demo.judge.format, demo.judge.swap, demo.pairs.rejected) == ("verdict_first", True, "separate")
+    assert (demo.judge.mode, demo.judge.explained, demo.pairs.rejected) == ("verify", "none", "neighbor")
+    assert demo.data.also and demo.eval.holdout.enabled and "verify" in demo.eval.modes
+    pairwise = compose(["preset=cpu_pairwise"])
+    assert (pairwise.judge.format, pairwise.judge.swap, pairwise.pairs.rejected) == ("verdict_first", True, "separate")
     study = compose(["preset=cpu_study"])
     assert study.data.also and study.eval.sets[0].name == "llmbar" and study.select.limit
 

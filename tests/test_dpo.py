@@ -152,7 +152,7 @@ def test_a_round_with_sft_then_dpo(tmp_path, tiny_model_path, ray_local):
         ["What is 15% of 80?", "Write a haiku about the sea.", "Explain why the sky is blue.", "Name three primes."])))
     cfg = compose([f"output_dir={tmp_path}", "name=dpo", f"model.path={tiny_model_path}", f"data.path={data}",
                    "generator.path=embedded:smollm2", "engine=hf", "engine.constrained=true", "ray.enabled=false",
-                   "ray.num_cpus=2", "judge.n=4", "judge.max_tokens=8", "judge.balance=false", "pairs.max_tokens=24",
+                   "ray.num_cpus=2", "judge.n=4", "judge.max_tokens=8", "judge.balance=false", "pairs.max_tokens=24", "pairs.checks.enabled=false",
                    "pairs.modify_max_tokens=32", "pairs.max_instruction_tokens=32", "categorize.max_tokens=24",
                    "eval.enabled=false", "rounds=1", "until=train", "tracking.mode=disabled",
                    "train.objective=sft_then_dpo", "train.num_workers=2", "train.lr=1e-4", "train.warmup_steps=0",

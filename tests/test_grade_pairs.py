@@ -94,7 +94,7 @@ def test_round_in_both_modes_then_switching_modes_reuses_stages(tmp_path: Path, 
     def cfg(mode: str):
         return compose([f"output_dir={tmp_path}", "name=modes", f"model.path={tiny_model_path}", f"data.path={data}",
                         "generator.path=embedded:smollm2", "engine=hf", "engine.constrained=true", "ray.enabled=false",
-                        "judge.n=3", "judge.max_tokens=8", "pairs.max_tokens=24", "pairs.modify_max_tokens=32",
+                        "judge.n=3", "judge.max_tokens=8", "pairs.max_tokens=24", "pairs.checks.enabled=false", "pairs.modify_max_tokens=32",
                         "pairs.max_instruction_tokens=32", "categorize.max_tokens=24", "eval.enabled=false",
                         "until=sft_data", "shard_size=2", "tracking.mode=disabled", f"judge.mode={mode}"])
 

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from selftaught.config import EngineConfig, JudgeConfig
-from selftaught.engines import make_engine
+from selftaught.config import JudgeConfig
 from selftaught.parsing import parse_verdict
 from selftaught.stages import judge
-from selftaught.stages.base import OK, StageContext
+from selftaught.stages.base import OK
 
 N_MAX = 2  # small enough that some (pair, order) exhaust it, large enough that others stop early
 PAIRS = [{"pair_id": f"p{i}", "instruction": f"What is {i} + {i}?", "chosen": f"{i} + {i} = {2 * i}.",
           "rejected": f"{i} + {i} = {2 * i + 1}.", "category": "Math"} for i in range(8)]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_path):
-    eng = make_engine(EngineConfig(backend="hf", threads=1, hf_batch_size=16), tiny_model_path, max_model_len=1024)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def ctx(tiny_model_path):
-    return StageContext(round=1, model_path=tiny_model_path, constrained=True, max_model_len=1024, seed=0)
 
 
 def _cfg(**kw) -> JudgeConfig:
@@ -35,8 +22,8 @@ def _cfg(**kw) -> JudgeConfig:
 
 
 @pytest.mark.parametrize("fmt,template", [("verdict_first", "judge_verdict_first"), ("reasoning_first", "judge")])
-def test_adaptive_stops_at_first_correct_within_budget(engine, ctx, fmt, template):
-    rows = judge.process(PAIRS, engine, ctx, _cfg(format=fmt, template=template, n_max=N_MAX))
+def test_adaptive_stops_at_first_correct_within_budget(tiny_engine, tiny_ctx, fmt, template):
+    rows = judge.process(PAIRS, tiny_engine, tiny_ctx, _cfg(format=fmt, template=template, n_max=N_MAX))
     assert len(rows) == 16
     for r in rows:
         verdicts = [s["verdict"] for s in r["samples"]]
@@ -54,15 +41,15 @@ def test_adaptive_stops_at_first_correct_within_budget(engine, ctx, fmt, templat
             texts = [s["judgment"] for s in r["samples"]]
             assert len(texts) < 2 or len(set(texts)) > 1, texts
     # A budget that is not a multiple of the wave: the last wave is cut to what is left.
-    uneven = judge.process(PAIRS[:4], engine, ctx, _cfg(format=fmt, template=template, n=2, n_max=3))
+    uneven = judge.process(PAIRS[:4], tiny_engine, tiny_ctx, _cfg(format=fmt, template=template, n=2, n_max=3))
     assert all(len(r["samples"]) in (2, 3) and r["waves"] in (1, 2) for r in uneven)
     # Fixed N (no n_max): exactly N per item, one wave.
-    fixed = judge.process(PAIRS[:2], engine, ctx, _cfg(format=fmt, template=template, n=3))
+    fixed = judge.process(PAIRS[:2], tiny_engine, tiny_ctx, _cfg(format=fmt, template=template, n=3))
     assert all(len(r["samples"]) == 3 and r["waves"] == 1 for r in fixed)
 
 
-def test_swap_mirrors_the_other_order_and_balances(engine, ctx):
-    rows = judge.process(PAIRS, engine, ctx, _cfg(n=1, n_max=3, swap=True))
+def test_swap_mirrors_the_other_order_and_balances(tiny_engine, tiny_ctx):
+    rows = judge.process(PAIRS, tiny_engine, tiny_ctx, _cfg(n=1, n_max=3, swap=True))
     by = {r["example_id"]: r for r in rows}
     mirrors = [r for r in rows if r["kept_source"] == judge.MIRROR]
     assert mirrors  # the tiny judge misses some orders that the other order's mirror fills
@@ -84,10 +71,10 @@ def test_swap_mirrors_the_other_order_and_balances(engine, ctx):
     assert stats["kept_A"] == stats["kept_B"] > 0 and stats["kept_mirror"] + stats["kept_sampled"] == len(kept)
 
 
-def test_calibration_uses_the_pair_offset(engine, ctx):
+def test_calibration_uses_the_pair_offset(tiny_engine, tiny_ctx):
     """Greedy + calibrate: in each pair the two orders' margins minus their mean have opposite
     signs, so the calibrated judge picks the same answer in both orders (one A, one B)."""
-    rows = judge.process(PAIRS, engine, ctx, _cfg(n=1, temperature=0.0, calibrate=True))
+    rows = judge.process(PAIRS, tiny_engine, tiny_ctx, _cfg(n=1, temperature=0.0, calibrate=True))
     by = {r["example_id"]: r for r in rows}
     for p in PAIRS:
         ab, ba = by[f"{p['pair_id']}/AB"]["samples"][0], by[f"{p['pair_id']}/BA"]["samples"][0]
@@ -96,7 +83,7 @@ def test_calibration_uses_the_pair_offset(engine, ctx):
             assert {ab["verdict"], ba["verdict"]} == {"A", "B"}
 
 
-def test_deterministic_mode_redoes_a_shard_with_the_same_draws(engine, ctx, tmp_path):
+def test_deterministic_mode_redoes_a_shard_with_the_same_draws(tiny_engine, tiny_ctx, tmp_path):
     """What resume after a kill relies on: a shard processed again (on an engine that has generated
     other things since, as a fresh process's engine differs from the first one's) gives the same rows
     in deterministic mode, and new draws without it."""
@@ -113,12 +100,29 @@ def test_deterministic_mode_redoes_a_shard_with_the_same_draws(engine, ctx, tmp_
     def judged(c, name):
         sd = StageDir(tmp_path / name)
         sd.open("h", 4)
-        sd.commit(process_shard(judge.SPEC, str(sd.root), 0, str(src), engine, c, cfg, batch_size=4))
-        engine.generate([])  # the engine moves on, as it would for the next shard
+        sd.commit(process_shard(judge.SPEC, str(sd.root), 0, str(src), tiny_engine, c, cfg, batch_size=4))
+        tiny_engine.generate([])  # the engine moves on, as it would for the next shard
         return [(r["example_id"], [s["judgment"] for s in r["samples"]]) for r in sd.rows() + sd.failures()]
 
-    det = replace(ctx, deterministic=True)
+    det = replace(tiny_ctx, deterministic=True)
     first = judged(det, "a")
     assert len(first) == 8 and all(len(texts) == 2 for _, texts in first)
     assert judged(det, "b") == first
-    assert judged(ctx, "c") != judged(ctx, "d")
+    assert judged(tiny_ctx, "c") != judged(tiny_ctx, "d")
+
+
+def test_verdicts_are_drawn_from_one_prefills_log_probabilities():
+    """judge.draw: the engine's one-token choice at the judging temperature and top_p, from the option log-probs
+    one prefill returns (engines would prefill the prompt once per sample)."""
+    import math
+    import random
+
+    lp = {"A": math.log(0.7), "B": math.log(0.3)}
+    assert judge.draw(lp, 5, 0.0, 1.0, random.Random(0)) == ["A"] * 5  # greedy
+    many = judge.draw(lp, 20000, 1.0, 1.0, random.Random(0))
+    assert abs(many.count("A") / 20000 - 0.7) < 0.015
+    hot = judge.draw(lp, 20000, 2.0, 1.0, random.Random(0))  # T=2: p(A) = sqrt(.7) / (sqrt(.7) + sqrt(.3))
+    assert abs(hot.count("A") / 20000 - math.sqrt(0.7) / (math.sqrt(0.7) + math.sqrt(0.3))) < 0.015
+    assert set(judge.draw(lp, 200, 1.0, 0.6, random.Random(0))) == {"A"}  # the nucleus holds A alone
+    assert set(judge.draw(lp, 200, 1.0, 0.9, random.Random(0))) == {"A", "B"}
+    assert judge.draw(lp, 50, 1.0, 1.0, random.Random("s:x")) == judge.draw(lp, 50, 1.0, 1.0, random.Random("s:x"))

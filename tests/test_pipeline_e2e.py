@@ -46,7 +46,7 @@ def _cfg(tmp_path: Path, backend: str, data: Path, *extra: str):
         f"engine={backend}", f"output_dir={tmp_path}", f"name=e2e-{backend}", f"data.path={data}",
         "data.id_field=id", "judge.n=4", "judge.max_tokens=48", "pairs.max_tokens=64",
         "pairs.modify_max_tokens=96", "pairs.max_instruction_tokens=64",
-        "ray.batch_size=4", "until=sft_data", "tracking.mode=disabled", *extra,
+        "ray.batch_size=4", "until=sft_data", "eval.holdout.enabled=false", "pairs.checks.enabled=false", "tracking.mode=disabled", *extra,
     ])
 
 

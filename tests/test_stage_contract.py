@@ -15,9 +15,12 @@ from selftaught.stages.base import OK, StageSpec, Upstream
 from selftaught.store import RoundStore
 
 
+HELD = ["load", "categorize", "holdout", "holdout_neighbors", "holdout_pairs"]
+
+
 def test_until_names_the_declared_stages():
-    assert stage_names() == ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "dpo_data",
-                             "train", "eval"]
+    assert stage_names() == ["load", "categorize", "holdout", "holdout_neighbors", "holdout_pairs", "select", "neighbors",
+                             "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "train", "eval"]
     with pytest.raises(Exception, match="until: unknown stage 'shout'"):
         compose(["until=shout"])
 
@@ -31,8 +34,10 @@ def test_every_stage_declares_a_row_type_config_and_loadable_templates():
         for name in spec.templates(spec.config(cfg, Upstream(1))):
             assert load_template(name).id
     engines = {s.name: s.engine for s in PIPELINE + (EVAL, VERDICTS, GRADES)}
-    assert engines == {"load": None, "categorize": "generator", "select": None, "pairs": "generator",
-                       "judge": "judge", "grade_pairs": "judge", "sft_data": None, "dpo_data": None, "eval": "judge", "verdicts": "judge", "grades": "judge"}
+    assert engines == {"load": None, "categorize": "generator", "holdout": None, "holdout_neighbors": None,
+                       "holdout_pairs": "generator", "select": None, "neighbors": None, "pairs": "generator",
+                       "judge": "judge", "grade_pairs": "judge", "verify_pairs": "judge", "sft_data": None, "dpo_data": None,
+                       "eval": "judge", "verdicts": "judge", "grades": "judge"}
 
 
 def _shout(records: list[dict], engine, ctx, c) -> list[dict]:
@@ -76,9 +81,10 @@ def test_a_stage_declared_once_runs_commits_and_resumes(tmp_path: Path, tiny_mod
 
 
 @pytest.mark.parametrize("until,expected", [
-    ("select", ["load", "categorize", "select"]),
-    ("sft_data", ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data"]),
-    ("eval", ["load", "categorize", "select", "pairs", "judge", "grade_pairs", "sft_data", "dpo_data", "train", "eval"]),
+    ("select", HELD + ["select"]),
+    ("sft_data", HELD + ["select", "neighbors", "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data"]),
+    ("eval", HELD + ["select", "neighbors", "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "train",
+                     "eval"]),
 ])
 def test_until_cuts_the_declared_pipeline(until, expected):
     from selftaught.driver import _stages_until

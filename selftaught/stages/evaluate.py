@@ -22,6 +22,9 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - RewardBench 2 Ties (ratings): each candidate graded alone; ``ties_score`` and its parts (``ties``)
 - ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
   among the item's n candidates; chance 1/n (``best_of_n_chance``)
+- mode ``verify`` (``judge.mode=verify``): each answer asked yes/no alone, the higher P(yes) wins (``accuracy``;
+  both orders agree by construction); ``label_accuracy`` (Yes for the better answer, No for the other, per
+  answer), ``yes_rate``, ``yes_chosen_no_rejected`` (both right)
 """
 from __future__ import annotations
 
@@ -31,19 +34,20 @@ from pathlib import Path
 from typing import Optional
 
 from selftaught import eval_data, ties
-from selftaught.config import EvalConfig, eval_config
+from selftaught.config import EvalConfig, EvalSetConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.rows import Evaluated
 from selftaught.stages import grades
-from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
-from selftaught.stages.judge import ORDERS, JudgeDecoding, both_orders, budget, preferred, sample
+from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, provenance
+from selftaught.stages.judge import ORDERS, VERIFY, JudgeDecoding, JudgeItem, both_orders, budget, preferred, sample
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
 
 STAGE = "eval"
 ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
+VERIFY_MODE = "verify"  # the eval mode that asks yes/no of each answer alone
 NO_GOLD = "no gold answer (best-of-n pair of two wrong candidates)"  # absolute mode: not graded
 GRADED = "graded"  # the "order" of a response with a human score, graded alone
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
@@ -73,7 +77,11 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
                          **{k: p[k] for k in BEST_OF_N_FIELDS if p.get(k) is not None}})
     rows = _absolute(pairs, engine, ctx, cfg) if ABSOLUTE in cfg.modes else []
     rows += _human_scored(graded, engine, ctx, cfg)
+    if VERIFY_MODE in cfg.modes:
+        rows += _verify(pairs, items, base, engine, ctx, cfg)
     for mode in pairwise_modes(cfg):
+        if mode == VERIFY_MODE:
+            continue
         greedy = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
                                max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
         mode_ctx = replace(ctx, constrained=greedy.constrained)  # provenance: this mode's decoding
@@ -107,7 +115,39 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
 
 
 def pairwise_modes(cfg: EvalConfig) -> list[str]:
+    """The modes that judge a pair in both orders (verify too: its orders agree by construction)."""
     return [m for m in cfg.modes if m != ABSOLUTE]
+
+
+def _verify(pairs: list[dict], items: list, base: list[dict], engine: Engine, ctx: StageContext,
+            cfg: EvalConfig) -> list[dict]:
+    """Mode "verify": each answer of a pair asked "does it answer the instruction?" alone (greedy, the verdict
+    token forced, nothing else written); in each order the answer with the higher log p(Yes) - log p(No) is
+    the pair's verdict, so both orders agree and no position can be preferred. The rows are the pairwise
+    modes' (one per order), with each answer's own yes/no (``label_a``/``label_b``) for the yes/no metrics."""
+    tpl = load_template(cfg.verify_template)
+    dec = JudgeDecoding(format="verdict_first", constrained=True, verdict_only=True)
+    mode_ctx = replace(ctx, constrained=True)
+    answers = [JudgeItem(id=f"{p['eval_id']}/{side}", instruction=p["instruction"], answer_a=p[side])
+               for p in pairs for side in ("chosen", "rejected")]
+    got = sample(answers, 1, engine, mode_ctx, tpl, dec, form=VERIFY)
+    rows = []
+    for b in base:
+        row = {**b, "mode": VERIFY_MODE}
+        c, r = got.get(f"{b['eval_id']}/chosen"), got.get(f"{b['eval_id']}/rejected")
+        if c is None or r is None:
+            rows.append({**row, "status": TOO_LONG, "verdict": None, "correct": None, "margin": None})
+            continue
+        sa, sb = (c, r) if b["order"] == "AB" else (r, c)
+        a, bb = sa["samples"][0], sb["samples"][0]
+        diff = a["margin"] - bb["margin"]
+        verdict = "A" if diff > 0 else "B" if diff < 0 else None  # equal P(yes): no winner, counted wrong
+        rows.append({**row, "status": OK, "judgment": f"[A] {a['judgment']}\n[B] {bb['judgment']}", "verdict": verdict,
+                     "error": None if verdict else "equal yes log-odds", "correct": verdict == row["gold"],
+                     "margin": round(diff, 4), "label_a": a["verdict"], "label_b": bb["verdict"], "repeat": 0.0,
+                     "eval_meta": provenance(STAGE, mode_ctx, tpl.id, dec.verdict_sampling(1),
+                                             c["prompt_tokens"] + r["prompt_tokens"], 2, engine)})
+    return rows
 
 
 def is_graded(p: dict) -> bool:
@@ -285,6 +325,13 @@ def _group_metrics(rows: list[dict]) -> dict:
                       counted=lambda r: r.get("votes") is not None)
     _rate_by_pair(m, "degenerate_rate", by_pair, lambda r: (r.get("repeat") or 0) > DEFAULT_THRESHOLD)
     _best_of_n(m, best_of_n)
+    labelled = [p["AB"] for p in both if p["AB"].get("label_a") is not None]
+    if labelled:  # mode verify, order AB: answer A is the chosen one, B the rejected one; bootstrap over pairs
+        for name, hits in (("label_accuracy", lambda r: (r["label_a"] == "Yes") + (r["label_b"] == "No")),
+                           ("yes_rate", lambda r: (r["label_a"] == "Yes") + (r["label_b"] == "Yes"))):
+            nums = [hits(r) for r in labelled]
+            _with_ci(m, name, sum(nums) / (2 * len(nums)), bootstrap_ratio(nums, [2] * len(nums)))
+        _rate(m, "yes_chosen_no_rejected", sum(r["label_a"] == "Yes" and r["label_b"] == "No" for r in labelled), len(labelled))
     return m
 
 
@@ -318,7 +365,8 @@ def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float
             for k, v in vals.items() if v is not None}
 
 
-COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate",
+COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate", "yes_rate",
+           "label_accuracy",
            "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy", "score_accuracy", "score_tie_rate",
            "expected_score_accuracy", "graded", "graded_parse_failure_rate", "pearson", "spearman", "pearson_expected",
            "ties_score", "tied_accuracy", "ref_accuracy")
@@ -337,6 +385,16 @@ def format_metrics(m: dict[str, dict[str, dict]]) -> str:
         lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
         lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join(lines)
+
+
+def stage_config(cfg, up: Upstream) -> EvalConfig:
+    """``config.eval_config``, plus the run's held-out pairs (``eval.holdout``) as the set ``eval.holdout.name`` when
+    the driver hands their stage in (``up.dir``; its hash chains into the eval's)."""
+    c = eval_config(cfg)
+    if up.dir is None:
+        return c
+    held = EvalSetConfig(path=str(up.dir.data_dir), name=cfg.eval.holdout.name, format="parquet")
+    return replace(c, sets=[*c.sets, held])
 
 
 def inputs(cfg: EvalConfig, sd: StageDir, shard_size: int) -> list[Path]:
@@ -359,7 +417,7 @@ def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
 SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge", meta_fields=("eval_meta",),
                  rows_for=rows_for,
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
-                 config=lambda cfg, up: eval_config(cfg),
+                 config=stage_config,
                  templates=lambda c: (c.template, c.absolute_template),
                  hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
                  describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")

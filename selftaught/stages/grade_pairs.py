@@ -26,6 +26,7 @@ from selftaught.engines import Engine
 from selftaught.parsing import SCORES
 from selftaught.prompts import load_template
 from selftaught.rows import GradedAnswer
+from selftaught.stages import pairs as pairs_stage
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, provenance
 from selftaught.stages.grades import grade_sampling, sample_grades
 
@@ -174,5 +175,5 @@ def stage_config(cfg, up) -> JudgeConfig:
 SPEC = StageSpec(name=STAGE, row_type=GradedAnswer, process=process, engine="judge", rows_per_input=len(SIDES),
                  meta_fields=("grade_meta",), shard_stats=shard_stats, summarize=summarize, finalize=finalize,
                  config=stage_config, templates=lambda c: (c.absolute_template,),
-                 sources=("pairs",), enabled=lambda cfg: cfg.judge.mode != "pairwise",
+                 sources=(pairs_stage.STAGE,), enabled=lambda cfg: cfg.judge.mode in ("absolute", "both"),
                  describe=lambda c: f"n={c.n}, chosen and rejected graded 1-5")

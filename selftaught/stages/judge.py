@@ -23,7 +23,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from selftaught import io, swap
 from selftaught.config import JudgeConfig
 from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import (REASONING_FIRST, VERDICT_OPTIONS, parse_verdict, strip_reasoning, verdict_line,
-                                verdict_open)
+from selftaught.parsing import (REASONING_FIRST, VERDICT_OPTIONS, VERIFY_LABELS, VERIFY_OPEN, VERIFY_OPTIONS, Verdict,
+                                parse_verdict, parse_yes_no, strip_reasoning, verdict_line, verdict_open, verify_line)
 from selftaught.prompts import Template, load_template
 from selftaught.rows import Judged
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
@@ -50,9 +50,38 @@ class JudgeItem:
     id: str
     instruction: str
     answer_a: str
-    answer_b: str
+    answer_b: str = ""  # verify: unused (answer_a is the one response)
     pair_id: str = ""
-    gold: Optional[str] = None  # "A" | "B" when known (judge stage, eval)
+    gold: Optional[str] = None  # "A" | "B" when known (judge stage, eval); verify: "Yes" | "No"
+
+
+@dataclass(frozen=True)
+class VerdictForm:
+    """How a verdict is forced, written and read: the pairwise ``[[A]]``/``[[B]]`` line of a judgment format, or
+    verify's yes/no on one answer. Constrained decoding forces ``open`` and picks one token of ``options`` (the
+    verdict ``labels[i]``); its margin is log p(options[0]) - log p(options[1])."""
+
+    open: str
+    options: tuple[str, ...]
+    labels: tuple[str, ...]
+    line: Callable[[str], str]  # label -> the verdict line
+    parse: Callable[[str], Verdict]  # a whole judgment -> its verdict
+    fields: Callable[[JudgeItem], dict]  # an item -> its template's values
+    stop: tuple[str, ...] = ("[[",)  # an explanation ends where another verdict would begin
+
+    def label(self, option: str) -> str:
+        return self.labels[self.options.index(option)] if option in self.options else option
+
+
+def pairwise_form(fmt: str) -> VerdictForm:
+    return VerdictForm(verdict_open(fmt), VERDICT_OPTIONS, VERDICT_OPTIONS, lambda v: verdict_line(v, fmt),
+                       lambda text: parse_verdict(text, fmt),
+                       lambda it: {"instruction": it.instruction, "answer_a": it.answer_a, "answer_b": it.answer_b})
+
+
+# judge.mode=verify: "does this response answer this instruction?" on one answer (template values instruction, response).
+VERIFY = VerdictForm(VERIFY_OPEN, VERIFY_OPTIONS, VERIFY_LABELS, verify_line, parse_yes_no,
+                     lambda it: {"instruction": it.instruction, "response": it.answer_a}, stop=("Verdict", "verdict:"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,9 @@ class JudgeDecoding:
     top_p: float = 1.0
     max_tokens: int = 256  # reasoning (reasoning_first) or explanation (verdict_first) budget
     frequency_penalty: float = 0.0
+    # judge.explanation=none: constrained decoding forces the verdict line first in any format and writes nothing
+    # else (no reasoning, no explanation).
+    verdict_only: bool = False
 
     def text_sampling(self, n: int, budget: int, stop: tuple[str, ...] = ()) -> Sampling:
         return Sampling(n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=budget, stop=stop,
@@ -76,6 +108,8 @@ class JudgeDecoding:
 def budget(dec: JudgeDecoding) -> int:
     """Tokens one generation may take: the reasoning/explanation budget, plus the verdict line in
     free decoding (constrained decoding writes the verdict in a step of its own)."""
+    if dec.verdict_only and dec.constrained:
+        return 1
     return dec.max_tokens + (0 if dec.constrained else VERDICT_ROOM)
 
 
@@ -98,13 +132,15 @@ def preferred(verdict: Optional[str], order: str) -> Optional[int]:
     return 0 if (verdict == "A") == (order == "AB") else 1
 
 
-def judge_messages(tpl: Template, item: JudgeItem) -> list[dict]:
+def judge_messages(tpl: Template, item: JudgeItem, form: Optional[VerdictForm] = None) -> list[dict]:
+    if form is not None:
+        return tpl.messages(**form.fields(item))
     return tpl.messages(instruction=item.instruction, answer_a=item.answer_a, answer_b=item.answer_b)
 
 
-def _sample(judgment: str, fmt: str, tokens: int, margin: Optional[float] = None, text: Optional[str] = None,
+def _sample(judgment: str, form: VerdictForm, tokens: int, margin: Optional[float] = None, text: Optional[str] = None,
             explained: bool = True) -> dict:
-    v = parse_verdict(judgment, fmt)
+    v = form.parse(judgment)
     return {"judgment": judgment, "verdict": v.winner, "error": v.error, "tokens": tokens, "margin": margin,
             "repeat": round(repeat_ratio(text if text is not None else judgment), 4), "explained": explained}
 
@@ -116,9 +152,9 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _margin(res) -> Optional[float]:
+def _margin(res, form: VerdictForm) -> Optional[float]:
     lp = res.option_logprobs
-    return None if lp is None else lp["A"] - lp["B"]
+    return None if lp is None else lp[form.options[0]] - lp[form.options[1]]
 
 
 class _Calibrator:
@@ -151,64 +187,88 @@ class _Calibrator:
 
 def sample(items: list[JudgeItem], n: int, engine: Engine, ctx: StageContext, tpl: Template, dec: JudgeDecoding,
            offsets: Optional[dict[str, float]] = None, explain: str = "all",
-           degenerate_above: Optional[float] = None, seed: str = "") -> dict[str, dict]:
+           degenerate_above: Optional[float] = None, seed: str = "", form: Optional[VerdictForm] = None) -> dict[str, dict]:
     """``n`` judgments of each item: ``{item id: {"samples": [...], "prompt_tokens": int}}``.
 
     Items whose prompt does not fit the context are absent. ``offsets`` (constrained only): calibrate
     verdicts by pair (``_Calibrator``). ``explain`` (verdict_first, constrained): ``all`` judgments
     get their explanation; ``correct``: only the one a caller keeps, the first correct one per item
     (or the next, while the explanation is degenerate above ``degenerate_above``); ``none``:
-    verdicts only (majority votes). Unexplained judgments are just their verdict line.
+    verdicts only (majority votes, ``judge.explanation=none``). Unexplained judgments are just their verdict
+    line. ``form``: the verdict's form (default: the pairwise one of ``dec.format``; ``VERIFY`` for yes/no
+    verdicts on one answer, which are written first, as verdict_first's).
     """
-    base = {it.id: GenRequest(id=it.id, messages=judge_messages(tpl, it), sampling=dec.text_sampling(n, budget(dec)))
+    form = form or pairwise_form(dec.format)
+    base = {it.id: GenRequest(id=it.id, messages=judge_messages(tpl, it, form), sampling=dec.text_sampling(n, budget(dec)))
             for it in items}
     fitting = [it for it in items if fits(engine, base[it.id], ctx, extra_tokens=VERDICT_ROOM if dec.constrained else 0)]
     if not dec.constrained:  # free: one generation, parsed in the format
-        return {res.id: {"samples": [_sample(t.strip(), dec.format, tok) for t, tok in zip(res.texts, res.completion_tokens)],
+        return {res.id: {"samples": [_sample(t.strip(), form, tok) for t, tok in zip(res.texts, res.completion_tokens)],
                          "prompt_tokens": res.prompt_tokens}
                 for res in engine.generate([base[it.id] for it in fitting])}
     cal = _Calibrator(offsets, dec.temperature, seed)
-    if dec.format == REASONING_FIRST:
-        return _reasoning_first(fitting, base, n, engine, dec, cal)
-    return _verdict_first(fitting, base, n, engine, dec, cal, explain, degenerate_above)
-
-
-_CHOICE = Constraint(tokens=VERDICT_OPTIONS)
+    if dec.verdict_only:
+        explain = "none"
+    elif dec.format == REASONING_FIRST and form.open == verdict_open(REASONING_FIRST):
+        return _reasoning_first(fitting, base, n, engine, dec, cal, form)
+    return _verdict_first(fitting, base, n, engine, dec, cal, explain, degenerate_above, form, seed)
 
 
 def _reasoning_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, engine: Engine, dec: JudgeDecoding,
-                     cal: _Calibrator) -> dict[str, dict]:
+                     cal: _Calibrator, form: VerdictForm) -> dict[str, dict]:
     """Phase 1: n reasonings, cut at any verdict attempt. Phase 2: the verdict token after each."""
     first = {r.id: r for r in engine.generate([
         GenRequest(it.id, base[it.id].messages, dec.text_sampling(n, dec.max_tokens, stop=("[[",))) for it in items])}
-    prefixes = {f"{it.id}#{i}": (strip_reasoning(t).strip() + "\n\n" + verdict_open(dec.format)).lstrip()
+    prefixes = {f"{it.id}#{i}": (strip_reasoning(t).strip() + "\n\n" + form.open).lstrip()
                 for it in items for i, t in enumerate(first[it.id].texts)}
     second = {r.id: r for r in engine.generate([
-        GenRequest(rid, base[rid.rsplit("#", 1)[0]].messages, dec.verdict_sampling(1), _CHOICE, assistant_prefix=p)
+        GenRequest(rid, base[rid.rsplit("#", 1)[0]].messages, dec.verdict_sampling(1), Constraint(tokens=form.options),
+                   assistant_prefix=p)
         for rid, p in prefixes.items()])}
-    cal.fit(items, {it.id: [_margin(second[f"{it.id}#{i}"]) for i in range(n)] for it in items})
+    cal.fit(items, {it.id: [_margin(second[f"{it.id}#{i}"], form) for i in range(n)] for it in items})
     out = {}
     for it in items:
         samples = []
         for i, (text, tok) in enumerate(zip(first[it.id].texts, first[it.id].completion_tokens)):
             res = second[f"{it.id}#{i}"]
-            m = _margin(res)
+            m = _margin(res, form)
             v = cal.decide(it, i, res.texts[0], m)
-            samples.append(_sample(prefixes[res.id] + v + "]]", dec.format, tok + res.completion_tokens[0], m,
+            samples.append(_sample(prefixes[res.id] + v + "]]", form, tok + res.completion_tokens[0], m,
                                    text=strip_reasoning(text)))
         out[it.id] = {"samples": samples, "prompt_tokens": first[it.id].prompt_tokens}
     return out
 
 
+def draw(logprobs: dict[str, float], n: int, temperature: float, top_p: float, rng: random.Random) -> list[str]:
+    """``n`` tokens drawn from a one-token choice's raw log-probabilities as an engine samples under the mask:
+    softmax over the options at ``temperature`` (0: the most likely, every time), then the nucleus ``top_p``."""
+    options = sorted(logprobs, key=logprobs.get, reverse=True)
+    if temperature <= 0:
+        return [options[0]] * n
+    top = logprobs[options[0]]
+    weights = [math.exp((logprobs[o] - top) / temperature) for o in options]
+    total, kept, mass = sum(weights), [], 0.0
+    for o, w in zip(options, weights):  # the smallest set of most likely options holding top_p of the mass
+        kept.append((o, w))
+        mass += w / total
+        if mass >= top_p:
+            break
+    return rng.choices([o for o, _ in kept], weights=[w for _, w in kept], k=n)
+
+
 def _verdict_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, engine: Engine, dec: JudgeDecoding,
-                   cal: _Calibrator, explain: str, degenerate_above: Optional[float]) -> dict[str, dict]:
-    """n verdict tokens per item (one prefill), then one-line explanations after the verdict line."""
-    fmt = dec.format
+                   cal: _Calibrator, explain: str, degenerate_above: Optional[float], form: VerdictForm,
+                   seed: str) -> dict[str, dict]:
+    """n verdict tokens per item, drawn here from one prefill's option log-probabilities (``draw``; the engines
+    would prefill the prompt once per sample), then one-line explanations after the verdict line."""
     first = {r.id: r for r in engine.generate([
-        GenRequest(it.id, base[it.id].messages, dec.verdict_sampling(n), _CHOICE, assistant_prefix=verdict_open(fmt))
+        GenRequest(it.id, base[it.id].messages, dec.verdict_sampling(1), Constraint(tokens=form.options),
+                   assistant_prefix=form.open)
         for it in items])}
-    cal.fit(items, {it.id: [_margin(first[it.id])] * n for it in items})
-    verdicts = {it.id: [cal.decide(it, i, t, _margin(first[it.id])) for i, t in enumerate(first[it.id].texts)]
+    cal.fit(items, {it.id: [_margin(first[it.id], form)] * n for it in items})
+    drawn = {it.id: draw(first[it.id].option_logprobs, n, dec.temperature, dec.top_p, random.Random(f"{seed}:{it.id}"))
+             for it in items}
+    verdicts = {it.id: [form.label(cal.decide(it, i, t, _margin(first[it.id], form))) for i, t in enumerate(drawn[it.id])]
                 for it in items}
     texts: dict[tuple[str, int], tuple[str, int]] = {}  # (item, sample) -> (explanation, tokens)
     queue = {it.id: [i for i, v in enumerate(verdicts[it.id]) if explain == "all" or (explain == "correct" and v == it.gold)]
@@ -219,8 +279,8 @@ def _verdict_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, 
             batch = [(iid, q.pop(0)) for iid, q in queue.items() if q]
         else:
             batch, queue = [(iid, i) for iid, q in queue.items() for i in q], {}
-        reqs = [GenRequest(f"{iid}#{i}", base[iid].messages, dec.text_sampling(1, dec.max_tokens, stop=("[[",)),
-                           assistant_prefix=verdict_line(verdicts[iid][i], fmt) + "\n\n") for iid, i in batch]
+        reqs = [GenRequest(f"{iid}#{i}", base[iid].messages, dec.text_sampling(1, dec.max_tokens, stop=form.stop),
+                           assistant_prefix=form.line(verdicts[iid][i]) + "\n\n") for iid, i in batch]
         for (iid, i), res in zip(batch, engine.generate(reqs)):
             text = _first_line(res.texts[0])
             texts[(iid, i)] = (text, res.completion_tokens[0])
@@ -231,22 +291,35 @@ def _verdict_first(items: list[JudgeItem], base: dict[str, GenRequest], n: int, 
         res, samples = first[it.id], []
         for i, v in enumerate(verdicts[it.id]):
             text, tok = texts.get((it.id, i), ("", 0))
-            judgment = verdict_line(v, fmt) + (f"\n\n{text}" if text else "")
-            samples.append(_sample(judgment, fmt, res.completion_tokens[i] + tok, _margin(res), text=text,
-                                   explained=(it.id, i) in texts))
+            judgment = form.line(v) + (f"\n\n{text}" if text else "")
+            samples.append(_sample(judgment, form, 1 + tok, _margin(res, form), text=text, explained=(it.id, i) in texts))
         out[it.id] = {"samples": samples, "prompt_tokens": res.prompt_tokens}
     return out
 
 
 def _usable(s: dict, gold: str, cfg: JudgeConfig) -> bool:
-    if s["verdict"] != gold or not s["explained"]:
+    """A correct judgment that may be kept: explained (unless the target is the verdict alone), not degenerate."""
+    if s["verdict"] != gold or not (s["explained"] or cfg.explained == "none"):
         return False
     return not (cfg.drop_degenerate and s["repeat"] > cfg.degenerate_threshold)
 
 
+def wave_size(cfg: JudgeConfig, constrained: bool) -> int:
+    """Judgments drawn per (item, wave): ``judge.n``; with constrained verdicts alone (``judge.explanation=none``)
+    every draw is a token of one next-token distribution, so all ``n_max`` come from the one prefill that another
+    wave would only repeat."""
+    return (cfg.n_max or cfg.n) if constrained and cfg.explained == "none" else cfg.n
+
+
 def decoding(cfg: JudgeConfig, constrained: bool) -> JudgeDecoding:
     return JudgeDecoding(format=cfg.format, constrained=constrained, temperature=cfg.temperature, top_p=cfg.top_p,
-                         max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
+                         max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty,
+                         verdict_only=cfg.explained == "none")
+
+
+def target(s: dict, form: VerdictForm, cfg: JudgeConfig) -> str:
+    """A kept judgment as the SFT target: the verdict line alone with ``judge.explanation=none``, else as judged."""
+    return form.line(s["verdict"]) if cfg.explained == "none" else s["judgment"]
 
 
 def mirror(judgment: str, row: dict, fmt: str) -> Optional[str]:
@@ -279,6 +352,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
     takes the mirror of one of the other order's usable judgments that mirrors exactly."""
     tpl = load_template(cfg.template)
     dec = decoding(cfg, ctx.constrained)
+    form = pairwise_form(cfg.format)
     items, rows = [], {}
     for p in pairs:
         for order, gold, item in both_orders(p["pair_id"], p["instruction"], p["chosen"], p["rejected"]):
@@ -293,7 +367,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
     offsets: Optional[dict[str, float]] = {} if cfg.calibrate and ctx.constrained else None
     pending, wave = list(items), 0
     while pending:
-        k = min(cfg.n, n_max - len(rows[pending[0].id]["samples"]))  # pending items all drew as many
+        k = min(wave_size(cfg, ctx.constrained), n_max - len(rows[pending[0].id]["samples"]))  # all drew as many
         got = sample(pending, k, engine, ctx, tpl, dec, offsets, explain="correct",
                      degenerate_above=cfg.degenerate_threshold if cfg.drop_degenerate else None,
                      seed=f"{ctx.seed}:{wave}")
@@ -324,7 +398,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
             status=OK if kept else NO_CORRECT, n_samples=len(samples),
             n_parsed=sum(s["verdict"] is not None for s in samples),
             n_correct=sum(s["verdict"] == it.gold for s in samples),
-            kept_judgment=kept["judgment"] if kept else None, kept_verdict=kept["verdict"] if kept else None,
+            kept_judgment=target(kept, form, cfg) if kept else None, kept_verdict=kept["verdict"] if kept else None,
             kept_source=SAMPLED if kept else None,
             judge_meta=provenance(STAGE, ctx, tpl.id, dec.text_sampling(cfg.n, budget(dec)), row["prompt_tokens"],
                                   sum(s["tokens"] for s in samples), engine),
@@ -338,8 +412,10 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: JudgeConf
             if not candidates:
                 row["mirror_failed"] = True
                 continue
-            # The other order's kept judgment when it mirrors exactly, else another of its usable ones.
-            text = next((t for s, t in candidates if s["judgment"] == other["kept_judgment"]), candidates[0][1])
+            # The other order's kept judgment when it mirrors exactly, else another of its usable ones (a verdict
+            # line alone, judge.explanation=none, mirrors to the other verdict's line).
+            text = form.line(it.gold) if cfg.explained == "none" else \
+                next((t for s, t in candidates if s["judgment"] == other["kept_judgment"]), candidates[0][1])
             row.update(status=OK, kept_judgment=text, kept_verdict=it.gold, kept_source=MIRROR,
                        mirrored_from=other["example_id"])
     return [rows[it.id] for it in items]
@@ -351,11 +427,11 @@ def balance_key(seed: int, example_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest(), "little")
 
 
-def balance_thresholds(keys: dict[str, list[int]]) -> dict[str, Optional[int]]:
-    """Per verdict, the largest key kept: the k smallest keys of each side, k = the smaller side."""
-    k = min(len(keys.get("A", [])), len(keys.get("B", [])))
+def balance_thresholds(keys: dict[str, list[int]], labels: tuple[str, ...] = VERDICT_OPTIONS) -> dict[str, Optional[int]]:
+    """Per verdict, the largest key kept: the k smallest keys of each label, k = the smallest label's count."""
+    k = min(len(keys.get(v, [])) for v in labels)
     return {v: (int(np.partition(np.asarray(keys[v], dtype=np.uint64), k - 1)[k - 1]) if k else None)
-            for v in ("A", "B")}
+            for v in labels}
 
 
 def balanced_in(row: dict, seed: int, thresholds: dict[str, Optional[int]]) -> bool:
@@ -446,17 +522,17 @@ def finalize(sd, cfg: JudgeConfig, ctx: StageContext) -> dict:
             "kept_sampled": n_kept - n_mirror, "kept_mirror": n_mirror}
 
 
-ABSOLUTE_ONLY = ("mode", "absolute_template", "score_balance")  # knobs of grade_pairs alone
+OTHER_MODES_ONLY = ("mode", "absolute_template", "score_balance", "verify_template")  # knobs of grade_pairs, verify_pairs
 
 
 def stage_config(cfg, up: Upstream) -> JudgeConfig:
-    """``cfg.judge`` less the absolute-only knobs (defaults), so switching ``judge.mode`` between pairwise
-    and both reuses the verdicts."""
-    return replace(cfg.judge, **{f: getattr(JudgeConfig, f) for f in ABSOLUTE_ONLY})
+    """``cfg.judge`` less the knobs of grade_pairs and verify_pairs alone (defaults), so switching ``judge.mode``
+    between pairwise and both reuses the verdicts."""
+    return replace(cfg.judge, **{f: getattr(JudgeConfig, f) for f in OTHER_MODES_ONLY})
 
 
 SPEC = StageSpec(name=STAGE, row_type=Judged, process=process,
                  engine="judge", rows_per_input=len(ORDERS), meta_fields=("judge_meta",),
                  shard_stats=shard_stats, summarize=summarize, finalize=finalize, config=stage_config,
-                 enabled=lambda cfg: cfg.judge.mode != "absolute", templates=lambda c: (c.template,),
+                 enabled=lambda cfg: cfg.judge.mode in ("pairwise", "both"), templates=lambda c: (c.template,),
                  describe=lambda c: f"n={c.n}, {len(ORDERS)} orders")

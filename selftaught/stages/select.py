@@ -13,10 +13,12 @@ import random
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Optional
 
 from selftaught import io
-from selftaught.config import RunConfig, SelectConfig
+from selftaught.config import HoldoutConfig, RunConfig, SelectConfig
 from selftaught.rows import Categorized
+from selftaught.stages import holdout
 from selftaught.stages.base import StageSpec, Upstream
 
 STAGE = "select"
@@ -67,24 +69,33 @@ def category_counts(records: list[dict]) -> dict[str, int]:
 class Selection:
     select: SelectConfig
     exclude: tuple[str, ...] = ()  # ids earlier rounds used (generator.fresh_instructions), sorted
+    holdout: Optional[HoldoutConfig] = None  # eval.holdout: its instructions are never selected
 
 
 def selection(cfg: RunConfig, up: Upstream) -> Selection:
+    held = cfg.eval.holdout if holdout.enabled(cfg) else None
     if not cfg.generator.fresh_instructions:
-        return Selection(cfg.select)
+        return Selection(cfg.select, holdout=held)
     used = {r["id"] for sd in up.earlier(STAGE) for r in sd.rows(["id"])}
-    return Selection(cfg.select, tuple(sorted(used)))
+    return Selection(cfg.select, tuple(sorted(used)), held)
+
+
+def excluded(c: Selection, up: Upstream) -> set[str]:
+    """The ids ``select`` may not pick: earlier rounds' (fresh instructions) and the held-out ones."""
+    return set(c.exclude) | (holdout.held_out(holdout.pool_ids(up.dir), c.holdout) if c.holdout else set())
 
 
 def items(c: Selection, up: Upstream) -> Iterator[dict]:
     """Decide on the few columns ``select`` needs, then stream the upstream shards for the chosen rows."""
-    exclude = set(c.exclude)
+    exclude = excluded(c, up)
     chosen = {r["id"] for r in select([r for r in up.dir.rows(COLUMNS) if r["id"] not in exclude], c.select)}
     for f in up.dir.data_files():
         yield from (r for r in io.read_records(f) if r["id"] in chosen)
 
 
+# select reads categorize, not the holdout stages declared between them.
 SPEC = StageSpec(name=STAGE, row_type=Categorized, process=None, rows_per_input=None, scope="fresh",
-                 config=selection, items=items, count_in=lambda c, up: up.summary["out"] - len(c.exclude),
+                 sources=("categorize",), config=selection, items=items,
+                 count_in=lambda c, up: up.summary["out"] - len(excluded(c, up)),
                  shard_stats=lambda rows, c: {"categories": category_counts(rows)},
                  summarize=lambda st, c: {"categories": dict(sorted((st.get("categories") or {}).items()))})

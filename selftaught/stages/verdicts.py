@@ -8,6 +8,8 @@ judge's own template and format. The decision:
   log-odds averaged over both orders decide (the position bias cancels; ``decided_by: logprob``);
 - ``judge_file.majority_k = k > 1``: k more samples per order; the majority of the 2k votes
   decides instead (``decided_by: majority``; an even split is a tie).
+- ``judge_file.decide=verify`` (a judge trained with ``judge.mode=verify``): each response is asked "does it
+  answer the instruction?" alone, and the higher P(yes) wins (``decided_by: verify``): no order, no position.
 
 A pair whose prompt does not fit the context in either order is a failure ("prompt too long"),
 never a guess. The stage runs on the same shard runner as the loop's stages (Ray Data actor pool
@@ -28,7 +30,7 @@ from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.rows import Verdict
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, provenance
-from selftaught.stages.judge import JudgeDecoding, budget, both_orders, preferred, sample
+from selftaught.stages.judge import VERIFY, JudgeDecoding, JudgeItem, budget, both_orders, preferred, sample
 
 STAGE = "verdicts"
 A, B, TIE = "response_a", "response_b", "tie"
@@ -77,9 +79,43 @@ def decide(ab: Optional[str], ba: Optional[str], margin_ab: Optional[float], mar
     return TIE, "tie"
 
 
+def _verified(pairs: list[dict], engine: Engine, ctx: StageContext, c: Judging) -> list[dict]:
+    """``judge_file.decide=verify`` (a judge trained with ``judge.mode=verify``): each response asked "does it answer
+    the instruction?" alone, greedy, the verdict token forced; the one with the higher log p(Yes) - log p(No)
+    wins (equal: a tie). No order is shown, so the two orders agree by construction."""
+    tpl = load_template(c.eval.verify_template)
+    dec = JudgeDecoding(format="verdict_first", constrained=True, verdict_only=True)
+    items = [JudgeItem(id=f"{p['id']}/{side}", instruction=prompt_instruction(p["instruction"], p.get("reference")),
+                       answer_a=p[side]) for p in pairs for side in (A, B)]
+    got = sample(items, 1, engine, ctx, tpl, dec, form=VERIFY)
+    out = []
+    for p in pairs:
+        row = {"id": p["id"], "source": p.get("source"), "instruction": p["instruction"], "response_a": p["response_a"],
+               "response_b": p["response_b"], "reference": p.get("reference")}
+        ra, rb = got.get(f"{p['id']}/{A}"), got.get(f"{p['id']}/{B}")
+        if ra is None or rb is None:
+            out.append({**row, "status": TOO_LONG})
+            continue
+        a, b = ra["samples"][0], rb["samples"][0]
+        diff = a["margin"] - b["margin"]
+        winner = A if diff > 0 else B if diff < 0 else TIE
+        judgment = f"[response_a] {a['judgment']}\n[response_b] {b['judgment']}"
+        ab = {A: "A", B: "B"}.get(winner)
+        out.append({**row, "winner": winner, "decided_by": "verify" if winner != TIE else "tie", "agree": winner != TIE,
+                    "verdict_AB": ab, "verdict_BA": {"A": "B", "B": "A"}.get(ab), "judgment_AB": judgment,
+                    "judgment_BA": judgment, "margin_AB": round(diff, 4), "margin_BA": round(-diff, 4),
+                    "votes_a": None, "votes_b": None,
+                    "verdict_meta": provenance(STAGE, ctx, tpl.id, dec.verdict_sampling(1),
+                                               ra["prompt_tokens"] + rb["prompt_tokens"], 2, engine),
+                    "status": OK})
+    return out
+
+
 def process(pairs: list[dict], engine: Engine, ctx: StageContext, c: Judging) -> list[dict]:
-    tpl = load_template(c.eval.template)
     ctx = replace(ctx, constrained=c.constrained)
+    if c.file.decide == "verify":
+        return _verified(pairs, engine, ctx, c)
+    tpl = load_template(c.eval.template)
     greedy = JudgeDecoding(format=c.eval.format, constrained=c.constrained, temperature=0.0, top_p=1.0,
                            max_tokens=c.eval.max_tokens, frequency_penalty=c.eval.frequency_penalty)
     items = [it for p in pairs for it in both_orders(p["id"], prompt_instruction(p["instruction"], p.get("reference")),
@@ -176,6 +212,7 @@ def dpo_rows(rows: Iterable[dict]) -> list[dict]:
 
 
 SPEC = StageSpec(name=STAGE, row_type=Verdict, process=process, engine="judge", meta_fields=("verdict_meta",),
-                 config=judging, templates=lambda c: (c.eval.template,), inputs=inputs, finalize=finalize,
+                 config=judging, inputs=inputs, finalize=finalize,
+                 templates=lambda c: (c.eval.verify_template if c.file.decide == "verify" else c.eval.template,),
                  hash_extra=lambda cfg: io.file_fingerprint(cfg.judge_file.path), shard_stats=shard_stats,
                  summarize=summarize, describe=lambda c: f"2 orders, decide={c.file.decide}")

@@ -21,6 +21,7 @@ from selftaught.training.args import (attention_implementation, dpo_config_kwarg
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
+from selftaught.training.weighted import weighted_sft_trainer
 
 log = logging.getLogger("selftaught.train")
 
@@ -97,6 +98,7 @@ def load_dpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gp
 
     from selftaught.io import read_records
 
+    score_targets_only(gpu, cfg.torch_compile)
     dataset = dpo_dataset(read_records(data_path))
     ds_cfg = load_deepspeed(cfg)
     tokenizer = _tokenizer(base_model)
@@ -114,6 +116,7 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
 
     from selftaught.io import read_records
 
+    score_targets_only(gpu, cfg.torch_compile)
     dataset = sft_dataset(read_records(data_path))
     ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
     tokenizer = _tokenizer(base_model)
@@ -129,7 +132,8 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     args = SFTConfig(**kw)
     model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attn)
     lora = peft_config(cfg.lora)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer_cls = SFTTrainer if cfg.verdict_weight == 1.0 else weighted_sft_trainer(SFTTrainer, cfg.verdict_weight)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     trainer.pack_plan = pack  # reported in train_metrics.json
     return trainer, lora
 
@@ -153,6 +157,28 @@ def _pack_plan(cfg: TrainConfig, base_model: str, lengths: list[int], gpu: bool,
                     "than per_device_batch_size x gradient_accumulation_steps; set train.max_tokens_per_batch lower "
                     "or train.packing=false to keep the recipe's batch", pack.rows_per_pack, rows_per_step)
     return pack
+
+
+def score_targets_only(gpu: bool, compiled: bool) -> None:
+    """On CPU, have TRL's fused LM head project only the positions with a target label, as it does on Triton
+    devices. Elsewhere it projects every position so that its tile shapes stay fixed for compilers (Neuron);
+    eager CPU recompiles nothing, and a judge's target is a few tokens of a long prompt: the vocabulary
+    projection of the others is about a fifth of a 135M model's step. The loss is the same
+    (``tests/test_verify.py``). Patched on ``trl.trainer.utils``, whose ``_fused_forward`` alone reads this
+    name there; the kernels read their own. Off with ``train.torch_compile`` (shapes would vary per batch)."""
+    if gpu or compiled:
+        return
+    import trl.trainer.utils as trl_utils
+
+    if getattr(trl_utils._use_triton, "selftaught_cpu", False) or not hasattr(trl_utils, "_use_triton"):
+        return
+    triton = trl_utils._use_triton
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or triton(device)
+
+    compact.selftaught_cpu = True
+    trl_utils._use_triton = compact
 
 
 def _tokenizer(base_model: str):
