@@ -174,7 +174,7 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsCo
         return process_separate(records, engine, ctx, cfg)
     answer_tpl, modify_tpl = load_template(cfg.answer_template), load_template(cfg.modify_template)
     rp = cfg.frequency_penalty
-    answer_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens, frequency_penalty=rp)
+    answer_s = answer_sampling(cfg)
     modify_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.modify_max_tokens, frequency_penalty=rp)
     inst_s = Sampling(n=1, temperature=cfg.temperature, max_tokens=cfg.max_instruction_tokens, stop=_STOP,
                       frequency_penalty=rp)
@@ -213,9 +213,7 @@ def process(records: list[dict], engine: Engine, ctx: StageContext, cfg: PairsCo
             continue
         a, m = results[ans.id], results[mod.id]
         chosen = a.texts[0].strip()
-        row.update(chosen=chosen or None, chosen_meta={
-            **provenance(STAGE, ctx, answer_tpl.id, answer_s, a.prompt_tokens, a.completion_tokens[0], engine),
-            "finish_reason": a.finish_reasons[0]})
+        row.update(chosen=chosen or None, chosen_meta=_meta(a, ctx, answer_tpl.id, answer_s, engine))
         if ctx.constrained:
             step2 = second.get(f"{r['id']}/response")
             if step2 is None:
