@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from selftaught import io
+from selftaught.fingerprint import content_digest
 from selftaught.atomic import atomic_path
 from selftaught.config import EvalConfig, EvalSetConfig, eval_set_name
 
@@ -68,12 +69,11 @@ def hub_file(s: EvalSetConfig, key: str) -> str:
 
 
 def fingerprint(cfg: EvalConfig) -> list:
-    """What identifies the eval data in stage hashes: file names, sizes and mtimes."""
+    """What identifies the eval data in stage hashes: file names and contents."""
     out = []
     for i, s in enumerate(cfg.sets):
         for f in eval_files(s, i):
-            st = os.stat(f)
-            out.append([eval_set_name(s), f, st.st_size, st.st_mtime_ns])
+            out.append([eval_set_name(s), f, content_digest(f)])
     return out
 
 

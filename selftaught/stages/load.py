@@ -6,10 +6,10 @@ that gives no row raises ``io.DataError`` (the driver checks this before any eng
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from selftaught import io
+from selftaught.fingerprint import content_digest
 from selftaught.config import DataConfig
 from selftaught.rows import Instruction
 from selftaught.stages.base import StageSpec
@@ -33,14 +33,11 @@ def data_paths(cfg: DataConfig) -> list[str]:
 
 
 def fingerprint(cfg: DataConfig) -> list[dict]:
-    """What identifies the data in the stage hash: each file's size (and mtime, unless shipped)."""
+    """What identifies the data in the stage hash: each file's content (and its path, unless shipped)."""
     out = []
     for spec, path in zip([cfg.path] + [s.path for s in cfg.also], data_paths(cfg)):
-        if spec.startswith("builtin:"):
-            out.append({"builtin": spec, "size": os.path.getsize(path)})
-        else:
-            st = os.stat(path)
-            out.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        key = {"builtin": spec} if spec.startswith("builtin:") else {"path": path}
+        out.append({**key, "blake2b": content_digest(path)})
     return out
 
 
