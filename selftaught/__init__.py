@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 def compose(overrides: list[str] | None = None, *, local_files: bool = True):
     """The typed, checked ``RunConfig`` that ``selftaught run <overrides>`` would use; any config
     error is a ``selftaught.config.ConfigError`` whose message starts with the key."""
-    from selftaught.cli import compose as _compose
+    from selftaught.overrides import compose as _compose
 
     return _compose(overrides, local_files=local_files)
 

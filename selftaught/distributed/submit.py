@@ -123,7 +123,7 @@ def build_entrypoint(overrides: list[str], storage: str, python: str = "python")
 def check_overrides(overrides: list[str], storage: str) -> None:
     """Compose and check the job's config here, as the job will (``ConfigError`` naming the key).
     Files only the cluster has (a DeepSpeed JSON at an absolute path) are left to the job."""
-    from selftaught.cli import compose
+    from selftaught.overrides import compose
 
     compose(job_overrides(overrides, storage), local_files=False)
 
