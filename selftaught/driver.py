@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from selftaught import eval_data, io
+from selftaught import console, eval_data, io
 from selftaught.config import ConfigError, RunConfig, abspath, config_hash, constrained, generator_constrained, validate
-from selftaught.distributed.generation import LocalRunner, run_with_ray
+from selftaught.distributed.generation import LocalRunner, RayRunner
 from selftaught.models import resolve_model
 from selftaught.prompts import load_template
 from selftaught.shards import entry_for, merged
@@ -113,15 +114,20 @@ class Run:
         self.eval_on = "eval" in self.stages and cfg.eval.enabled
         if self.eval_on:
             eval_data.fingerprint(cfg.eval)
-        # In-process engines (ray.enabled=false): one runner per engine config.
-        self.local = None if cfg.ray.enabled else LocalRunner(cfg.engine, cfg.ray.batch_size)
-        self.local_gen = (None if cfg.ray.enabled or cfg.generator.engine is None
-                          else LocalRunner(cfg.generator.engine, cfg.ray.batch_size))
+        # One runner per engine config (the judge's; the generator's when it has its own): engine pools on
+        # Ray, or in-process engines (ray.enabled=false); each keeps its engine across stages on one model.
+        keep = cfg.ray.keep_engines
+        self.runner = (RayRunner(cfg.engine, cfg.ray, keep) if cfg.ray.enabled
+                       else LocalRunner(cfg.engine, cfg.ray.batch_size, keep))
+        self.gen_runner = (None if cfg.generator.engine is None
+                           else RayRunner(cfg.generator.engine, cfg.ray, keep) if cfg.ray.enabled
+                           else LocalRunner(cfg.generator.engine, cfg.ray.batch_size, keep))
         self.summaries: list[dict] = []
         self.tracker = None
         self.evaluated: dict[str, RoundStore] = {}  # eval hash -> the store that holds it (reuse)
         self.holdout: Optional[tuple[StageDir, str]] = None  # the held-out pairs' stage (eval.holdout): (folder, hash)
-        self.logged_failures = 0
+        self.logged_failures: dict[str, int] = {}  # stage folder -> row failures logged
+        self.announced: set[str] = set()  # stage folders whose reuse the console has shown
 
     def _generator_model(self) -> Model:
         cfg, e = self.cfg, self.gen_engine
@@ -157,17 +163,20 @@ class Run:
                             deterministic=self.cfg.deterministic)
 
     def close_engines(self) -> None:
-        """No engine outlives its stage's model: Ray Data's actor pools end with their stage; the
-        in-process engines are closed here, before training needs the memory."""
-        for local in (self.local, self.local_gen):
-            if local is not None:
-                local.close()
+        """Ends every engine (pools on Ray, in-process engines): before training needs the memory, and
+        at the end of the run."""
+        for runner in (self.runner, self.gen_runner):
+            if runner is not None:
+                runner.close()
 
     def _resumed(self, sd: StageDir, stage: str, h: str) -> Optional[dict]:
         if not sd.is_complete(h):
             return None
         summary = {**sd.summary(), "resumed": True}
-        log.info("%s: complete (hash %s), reusing %s", stage, h, sd.root)
+        # The shared stages are found complete every round: the console says so once.
+        log.info("%s: complete (hash %s), reusing %s", stage, h, sd.root,
+                 extra={"console": str(sd.root) not in self.announced})
+        self.announced.add(str(sd.root))
         self.summaries.append(summary)
         return summary
 
@@ -179,12 +188,16 @@ class Run:
 
     def _commit(self, sd: StageDir, entry: dict) -> None:
         sd.commit(entry)
+        key = str(sd.root)
         for rid, reason in entry.get("examples") or []:
-            if self.logged_failures < MAX_LOGGED_FAILURES:
-                log.warning("%s: %s: %s", sd.root.name, rid, reason)
-            elif self.logged_failures == MAX_LOGGED_FAILURES:
-                log.warning("%s: more failures not shown (see failures/)", sd.root.name)
-            self.logged_failures += 1
+            n = self.logged_failures.get(key, 0)
+            # The first few on the console, up to MAX_LOGGED_FAILURES in the stage's log; every one in failures/.
+            if n < MAX_LOGGED_FAILURES:
+                log.warning("%s: %s: %s", sd.root.name, rid, reason, extra={"console": n < console.CONSOLE_ROW_FAILURES})
+            elif n == MAX_LOGGED_FAILURES:
+                log.warning("%s: more failures not shown (see %s)", sd.root.name, sd.root / "failures",
+                            extra={"console": False})
+            self.logged_failures[key] = n + 1
 
     def _finish(self, sd: StageDir, spec: StageSpec, k: int, h: str, stage_cfg: Any, seconds: float,
                 n_in: Optional[int] = None, extra: Optional[dict] = None) -> dict:
@@ -204,8 +217,8 @@ class Run:
         }
         sd.finish(h, summary)
         self.summaries.append(summary)
-        log.info("round %d %s: %d in → %d out, %d failed, %.1fs", k, spec.name, summary["in"], summary["out"],
-                 summary["failed"], seconds)
+        log.info("round %d %s: %d in → %d out, %d failed%s, %.1fs%s", k, spec.name, summary["in"], summary["out"],
+                 summary["failed"], _reasons(summary["failures"]), seconds, _log_note())
         return summary
 
     # -- one declared stage ---------------------------------------------------------------------
@@ -240,10 +253,11 @@ class Run:
         h = self._hash(spec, upstream_hash, stage_cfg, model)
         store = store or self._store(spec, k)
         ctx = self.ctx(k, model, generator=spec.engine == "generator")
-        if spec.process is None:
-            summary = self._rechunked(store, k, spec, h, stage_cfg, up)
-        else:
-            summary = self._sharded(store, k, spec, h, stage_cfg, up, ctx)
+        with _stage_log(f"{store.root.name}.{spec.name}"):
+            if spec.process is None:
+                summary = self._rechunked(store, k, spec, h, stage_cfg, up)
+            else:
+                summary = self._sharded(store, k, spec, h, stage_cfg, up, ctx)
         return store.stage(spec.name), h, summary
 
     def _sharded(self, store: RoundStore, k: int, spec: StageSpec, h: str, stage_cfg: Any, up: Upstream,
@@ -263,15 +277,14 @@ class Run:
         kw = dict(desc=desc, commit=lambda e: self._commit(sd, e), total=sum(map(_num_rows, inputs)),
                   done=sum(e["in"] for e in committed.values()))
         if tasks:
-            generator = spec.engine == "generator"
-            local = (self.local_gen or self.local) if generator else self.local
             if spec.engine is None:
-                LocalRunner(None, self.cfg.ray.batch_size).run(spec, str(sd.root), tasks, stage_cfg, ctx, **kw)
-            elif local is not None:
-                local.run(spec, str(sd.root), tasks, stage_cfg, ctx, **kw)
+                runner = LocalRunner(None, self.cfg.ray.batch_size)
             else:
-                run_with_ray(spec, str(sd.root), tasks, stage_cfg, self.gen_engine if generator else self.cfg.engine,
-                             self.cfg.ray, ctx, **kw)
+                runner = (self.gen_runner or self.runner) if spec.engine == "generator" else self.runner
+                for other in (self.runner, self.gen_runner):  # one engine pool alive in the run: it fits
+                    if other is not None and other is not runner:
+                        other.close()
+            runner.run(spec, str(sd.root), tasks, stage_cfg, ctx, **kw)
         extra = spec.finalize(sd, stage_cfg, ctx) if spec.finalize else None
         n_in = spec.count_in(stage_cfg, up) if spec.count_in else None
         return self._finish(sd, spec, k, h, stage_cfg, time.perf_counter() - t0, n_in, extra)
@@ -361,8 +374,9 @@ class Run:
 
                 self.close_engines()
                 paths = {name: str(data[name][0].data_dir) for name in needed}
-                res = train_with_ray(paths.get("sft_data"), base.path, str(model_dir), cfg.train, cfg.ray,
-                                     dpo_path=paths.get("dpo_data"))
+                with _stage_log(f"round_{k}.train"):
+                    res = train_with_ray(paths.get("sft_data"), base.path, str(model_dir), cfg.train, cfg.ray,
+                                         dpo_path=paths.get("dpo_data"))
                 if self.tracker is not None:
                     self.tracker.log_train_history(k, res.log_history)
                 extra = {"skipped": False, "objective": cfg.train.objective, "base_model": base.path,
@@ -375,7 +389,7 @@ class Run:
                        "seconds": round(seconds, 2), **extra, "resumed": False}
             store.save("train", h, [], [], summary)
             self.summaries.append(summary)
-            log.info("round %d train: %d examples, %.1fs", k, n, seconds)
+            log.info("round %d train: %d examples, %.1fs%s", k, n, seconds, _log_note(f"round_{k}.train"))
         if summary.get("skipped"):
             return Model(previous.path, previous.id), summary
         # The weights' own fingerprint too: a model trained again at the same path is a new judge.
@@ -411,14 +425,21 @@ class Run:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        cfg = self.cfg
+        rounds = cfg.rounds if "train" in self.stages else min(cfg.rounds, 1)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with console.installed(self.run_dir, cfg.verbose):
+            log.info("%s", _config_line(cfg, self.run_dir, rounds))
+            return self._run(rounds)
+
+    def _run(self, rounds: int) -> RunResult:
         from selftaught import report
         from selftaught.tracking import make_tracker
 
         cfg = self.cfg
-        rounds = cfg.rounds if "train" in self.stages else min(cfg.rounds, 1)
-        self.check_cluster(train=rounds >= 1 and "train" in self.stages)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker = make_tracker(cfg.tracking, self.run_dir, cfg.name, _config_dict(cfg))
+        with _stage_log("setup"):  # Ray's start, W&B's
+            self.check_cluster(train=rounds >= 1 and "train" in self.stages)
+            self.tracker = make_tracker(cfg.tracking, self.run_dir, cfg.name, _config_dict(cfg))
         result = RunResult(self.run_dir)
         if rounds < cfg.rounds:
             log.warning("until=%s: stopping after round 1's %s (later rounds need a trained judge)", cfg.until, cfg.until)
@@ -445,9 +466,11 @@ class Run:
             paths = report.write_summary(self.run_dir, result.rounds) if result.rounds else {}
             self.tracker.log_summary({"rounds_completed": len(result.rounds)})
             self.tracker.finish()
-        print(f"\nrun summary ({self.run_dir}):\n{report.format_rounds(result.rounds)}", flush=True)
+        console.echo(f"\nrun summary ({self.run_dir}):\n{report.format_rounds(result.rounds)}")
         for kind, p in paths.items():
-            print(f"  {kind}: {p}")
+            console.echo(f"  {kind}: {p}")
+        if console.current_log() is not None:
+            console.echo(f"  logs: {console.current_log().parent}  (verbose=true prints them here)")
         return result
 
     def _finish_round(self, result: RunResult, k: int, model: Model, round_summaries: list[dict]) -> None:
@@ -466,6 +489,35 @@ class Run:
                              round=k)
             if eval_rows:
                 self.tracker.log_table("eval/judgments", sample_judgments(eval_rows, self.cfg.eval.log_samples), round=k)
+
+
+@contextmanager
+def _stage_log(name: str) -> Iterator[None]:
+    """Worker and library output of one stage to its log file (``console``); a stage that raises says
+    on the console where that log is, before its traceback."""
+    with console.stage_log(name) as path:
+        try:
+            yield
+        except BaseException as e:
+            if path is not None and not isinstance(e, (KeyboardInterrupt, SystemExit, ConfigError)):
+                kind = type(e).__qualname__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__qualname__}"
+                log.error("%s failed: %s: %s (its full log: %s)", name, kind, str(e).splitlines()[0] if str(e) else "", path)
+            raise
+
+
+def _reasons(failures: dict[str, int]) -> str:
+    """`` (reason 3, other 1)`` for a stage's failure counts, largest first."""
+    if not failures:
+        return ""
+    return " (" + ", ".join(f"{r} {n}" for r, n in sorted(failures.items(), key=lambda x: -x[1])) + ")"
+
+
+def _log_note(name: Optional[str] = None) -> str:
+    """Where the stage's worker output went, relative to the run (empty under verbose=true)."""
+    path = console.current_log()
+    if path is None:
+        return ""
+    return f"  [{path.parent.name}/{name + '.log' if name else path.name}]"
 
 
 def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
@@ -519,15 +571,26 @@ def print_summary(summaries: list[dict]) -> None:
     widths = [max(len(c), *(len(r[i]) for r in table)) if table else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in table]
+    console.echo("\n".join(lines))
+    # Each stage's own counters: in the round's summary.jsonl; here, in the log, not on the console.
     for s in summaries:
         extra = {k: v for k, v in s.items() if k not in cols and k not in ("hash", "metrics", "log_history")}
         if extra:
-            lines.append(f"{s['stage']}: {extra}")
-    print("\n".join(lines), flush=True)
+            log.info("%s: %s", s["stage"], extra, extra={"console": False})
 
 
 def run(cfg: RunConfig) -> RunResult:
-    return Run(cfg).run()
+    with console.installed(run_dir(cfg), cfg.verbose):  # the data checks of ``Run`` on the console too
+        return Run(cfg).run()
+
+
+def _config_line(cfg: RunConfig, where: Path, rounds: int) -> str:
+    """The resolved run in one line: what it trains, on what, how; the whole config is in hydra/."""
+    data = cfg.data.path.rsplit("/", 1)[-1] + (f" +{len(cfg.data.also)} files" if cfg.data.also else "")
+    return (f"selftaught run {cfg.name}: {rounds} round(s), model {cfg.model.path}, data {data}, "
+            f"pairs.rejected={cfg.pairs.rejected}, judge.mode={cfg.judge.mode}, train.objective={cfg.train.objective} "
+            f"({cfg.train.strategy}, {cfg.train.num_workers} worker(s)), engine {cfg.engine.backend}"
+            f"{'' if cfg.ray.enabled else ' in-process'} -> {where}")
 
 
 def evaluate_model(cfg: RunConfig) -> dict:
@@ -535,13 +598,15 @@ def evaluate_model(cfg: RunConfig) -> dict:
     pairs are a set like any other here: ``eval.sets=[{path: <run>/data/holdout_pairs/data, name: holdout}]``."""
     cfg = replace(cfg, until="eval", eval=replace(cfg.eval, enabled=True, holdout=replace(cfg.eval.holdout, enabled=False)))
     r = Run(cfg)
-    r.check_cluster(train=False)
-    try:
-        _, summary = r.evaluate(RoundStore(r.run_dir, "standalone"), 0, r.seed)
-    finally:
-        r.close_engines()
+    with console.installed(r.run_dir / "standalone", cfg.verbose):
+        with _stage_log("setup"):
+            r.check_cluster(train=False)
+        try:
+            _, summary = r.evaluate(RoundStore(r.run_dir, "standalone"), 0, r.seed)
+        finally:
+            r.close_engines()
     if summary.get("resumed"):
-        print(f"eval ({r.seed.path}):\n{evaluate.format_metrics(summary['metrics'])}")
+        console.echo(f"eval ({r.seed.path}):\n{evaluate.format_metrics(summary['metrics'])}")
     return summary
 
 
@@ -570,11 +635,13 @@ def judge_pairs(cfg: RunConfig) -> dict:
     cfg = replace(cfg, rounds=0, until="eval", eval=replace(cfg.eval, enabled=False))
     r = Run(cfg)  # config.validate: also judge_file.decide against the decoding
     out = judge_file_dir(cfg)
-    r.check_cluster(train=False)
-    try:
-        sd, _, summary = r._stage(spec, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
-    finally:
-        r.close_engines()
+    with console.installed(out, cfg.verbose):
+        with _stage_log("setup"):
+            r.check_cluster(train=False)
+        try:
+            sd, _, summary = r._stage(spec, 0, Upstream(0), "", r.seed, store=RoundStore(out.parent, out.name))
+        finally:
+            r.close_engines()
     paths = {spec.name: out / f"{spec.name}.jsonl", "shards": sd.data_dir, "summary": out / "summary.json"}
     io.write_jsonl(paths[spec.name], _in_file_order(sd))
     if f.dpo_out:

@@ -1,18 +1,20 @@
-"""Run a generative stage over records: through Ray Data on a pool of engine actors, or in-process.
+"""Run a generative stage over records: on a pool of engine actors on Ray, or in-process.
 
-The only Ray-aware code of the data loop. What travels through Ray Data is the list of shards, not
+The only Ray-aware code of the data loop. What travels to the actors is the list of shards, not
 their rows: each actor reads an input shard file, runs the stage, writes the output shard
 (``shards.process_shard``) and returns its manifest entry, which the driver commits at once, with
 a progress bar (count, rate, ETA). Driver memory does not grow with the data.
+
+Engines outlive their stage: a runner (``RayRunner`` on the cluster, ``LocalRunner`` in-process)
+keeps its engines while consecutive stages use the same model, and the driver closes them before
+training (``ray.keep_engines``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import uuid
-from typing import Any, Callable, Optional
-
-import numpy as np
+from typing import Callable, Optional
 
 from selftaught.config import ConfigError, EngineConfig, RayConfig
 from selftaught.engines import Engine, make_engine
@@ -28,19 +30,19 @@ Task = tuple[int, str]
 Commit = Callable[[dict], None]
 
 
-class _ShardActor:
-    """One engine replica: built once per actor, then given shards; it writes each output shard
-    itself (to the run's shared storage) and returns only the shard's manifest entry."""
+class _EngineActor:
+    """One engine replica, built once; then given shards of any stage on its model. It writes each
+    output shard itself (to the run's shared storage) and returns only the shard's manifest entry."""
 
-    def __init__(self, spec: StageSpec, stage_dir: str, stage_cfg: object, engine_cfg: EngineConfig, ctx: StageContext,
-                 batch_size: int):
-        self.spec, self.stage_dir, self.stage_cfg, self.ctx, self.batch_size = spec, stage_dir, stage_cfg, ctx, batch_size
-        self.engine = make_engine(engine_cfg, ctx.model_path, ctx.max_model_len)
+    def __init__(self, engine_cfg: EngineConfig, model_path: str, max_model_len: int):
+        self.engine = make_engine(engine_cfg, model_path, max_model_len)
 
-    def __call__(self, batch: dict) -> dict:
-        entries = [process_shard(self.spec, self.stage_dir, int(i), str(p), self.engine, self.ctx, self.stage_cfg,
-                                 self.batch_size) for i, p in zip(batch["shard"], batch["path"])]
-        return {"entry": np.array([json.dumps(e) for e in entries], dtype=object)}
+    def shard(self, spec: StageSpec, stage_dir: str, index: int, path: str, ctx: StageContext, stage_cfg: object,
+              batch_size: int) -> str:
+        return json.dumps(process_shard(spec, stage_dir, index, path, self.engine, ctx, stage_cfg, batch_size))
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -66,7 +68,7 @@ def check_generation_resources(engine_cfg: EngineConfig, ray_cfg: RayConfig, key
 
     Call after ``ensure_ray`` (the driver: for ``engine`` and, if set, ``generator.engine``);
     ``ConfigError`` names the keys, e.g. "ray.concurrency: 4 replicas x engine.tensor_parallel_size 2
-    = 8 GPUs, but the Ray cluster has 4". Without this, Ray Data waits forever for the actors.
+    = 8 GPUs, but the Ray cluster has 4". Without this, the engine actors wait forever for resources.
     """
     import ray
 
@@ -85,43 +87,88 @@ def check_generation_resources(engine_cfg: EngineConfig, ray_cfg: RayConfig, key
                           f"but the Ray cluster has {have_cpu:g}")
 
 
-def run_with_ray(spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, engine_cfg: EngineConfig,
-                 ray_cfg: RayConfig, ctx: StageContext, desc: str, commit: Commit, total: int, done: int = 0) -> None:
-    """Run ``tasks`` (uncommitted shards) on a pool of engine actors; commit each as it finishes.
+class EnginePool:
+    """``ray.concurrency`` engine actors on one model: started by the first stage that needs them and
+    given every later stage on the same model until ``close`` (``RayRunner``).
 
-    The driver holds only the task list and one entry at a time: rows go from the input shard
-    files through the actors to the output shard files. ``total``/``done``: input rows of the
-    stage and of its already committed shards (the progress bar)."""
-    import ray
-    import ray.data
+    Ray Data's actor pools end with their dataset, so each stage would pay a process start, imports, a
+    weight load and (GPU) graph capture per replica; these actors are plain Ray actors, and
+    ``ray.util.ActorPool`` hands them one shard at a time in finish order. What travels is the list of
+    shards, not their rows: each actor reads an input shard file, runs the stage, writes the output
+    shard (``shards.process_shard``) and returns its manifest entry, which the driver commits at once."""
 
-    ensure_ray(ray_cfg)
-    ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows count, rate, ETA
-    ray.data.DataContext.get_current().execution_options.preserve_order = False  # commit in finish order
-    tp = _TensorParallelPlacement(engine_cfg, ray_cfg) if _uses_tp(engine_cfg) else None
-    resources: dict[str, Any] = ({"num_gpus": None, "num_cpus": ray_cfg.num_cpus_per_actor, "ray_remote_args_fn": tp}
-                                 if tp else {"num_gpus": replica_resources(engine_cfg, ray_cfg)[0] or None,
-                                             "num_cpus": ray_cfg.num_cpus_per_actor})  # openai: no GPU
-    items = [{"shard": i, "path": p} for i, p in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        _ShardActor,
-        fn_constructor_kwargs={"spec": spec, "stage_dir": stage_dir, "stage_cfg": stage_cfg, "engine_cfg": engine_cfg,
-                               "ctx": ctx, "batch_size": ray_cfg.batch_size},
-        compute=ray.data.ActorPoolStrategy(size=ray_cfg.concurrency),
-        batch_size=1,  # one shard per call: it is committed as soon as it is written
-        batch_format="numpy",
-        **resources,
-    )
-    try:
+    def __init__(self, engine_cfg: EngineConfig, ray_cfg: RayConfig, model_path: str, max_model_len: int):
+        import ray
+
+        ensure_ray(ray_cfg)
+        self.model_path, self.ray_cfg = model_path, ray_cfg
+        self.tp = _TensorParallelPlacement(engine_cfg, ray_cfg) if _uses_tp(engine_cfg) else None
+        gpus, _ = replica_resources(engine_cfg, ray_cfg)
+        actor = ray.remote(_EngineActor)
+        self.actors = []
+        for _ in range(ray_cfg.concurrency):
+            # TP: the actor reserves no GPU itself; its placement group's bundles hold the TP workers'.
+            opts = ({"num_gpus": 0, "num_cpus": ray_cfg.num_cpus_per_actor, **self.tp()} if self.tp
+                    else {"num_gpus": gpus, "num_cpus": ray_cfg.num_cpus_per_actor})
+            self.actors.append(actor.options(**opts).remote(engine_cfg, model_path, max_model_len))
+
+    def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
+            commit: Commit, total: int, done: int = 0) -> None:
+        """Run ``tasks`` (uncommitted shards); commit each as it finishes. ``total``/``done``: input rows
+        of the stage and of its already committed shards (the progress bar)."""
+        from ray.util import ActorPool
+
+        pool = ActorPool(self.actors)
+        bs = self.ray_cfg.batch_size
         with progress(total=total, desc=desc, unit="rec", initial=done) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for s in batch["entry"]:
-                    entry = json.loads(s)
-                    commit(entry)
-                    bar.update(entry["in"])
-    finally:
-        if tp is not None:
-            tp.release()  # placement groups outlive their actors: free the GPUs for the next stage
+            for s in pool.map_unordered(lambda a, t: a.shard.remote(spec, stage_dir, t[0], t[1], ctx, stage_cfg, bs),
+                                        tasks):
+                entry = json.loads(s)
+                commit(entry)
+                bar.update(entry["in"])
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.get(a.close.remote(), timeout=60)  # the engine's own shutdown (vLLM's child processes)
+            except Exception as e:  # noqa: BLE001 - a dead actor has nothing left to close
+                log.info("engine actor close: %s", e)
+            ray.kill(a)
+        self.actors = []
+        if self.tp is not None:
+            self.tp.release()  # placement groups outlive their actors: free the GPUs for the next pool
+
+
+class RayRunner:
+    """Engine pools on the Ray cluster, one alive at a time: consecutive stages on the same model share
+    it (categorize → pairs on the generator; round k-1's eval → round k's judge), a stage on another
+    model closes it first, and ``close`` ends it before training needs the GPUs. ``keep=False``: a
+    pool per stage (``ray.keep_engines``, the benchmark's baseline)."""
+
+    def __init__(self, engine_cfg: EngineConfig, ray_cfg: RayConfig, keep: bool = True):
+        self.engine_cfg, self.ray_cfg, self.keep = engine_cfg, ray_cfg, keep
+        self.pool: Optional[EnginePool] = None
+        self.starts = 0  # pools started (the benchmark reads it)
+
+    def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
+            commit: Commit, total: int, done: int = 0) -> None:
+        if self.pool is not None and self.pool.model_path != ctx.model_path:
+            self.close()
+        if self.pool is None:
+            self.pool = EnginePool(self.engine_cfg, self.ray_cfg, ctx.model_path, ctx.max_model_len)
+            self.starts += 1
+        try:
+            self.pool.run(spec, stage_dir, tasks, stage_cfg, ctx, desc, commit, total, done)
+        finally:
+            if not self.keep:
+                self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
 
 # -- GPU only: vLLM tensor parallelism (cannot run on CPU machines) ------------------------------
@@ -131,16 +178,17 @@ def run_with_ray(spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: 
 # actor is created inside its own placement group of TP {"GPU": 1, "CPU": 1} bundles (PACK, with
 # child-task capture) and reserves no GPU itself; vLLM's Ray executor
 # (distributed_executor_backend="ray", set by VLLMEngine) finds the current placement group and
-# puts one worker on each bundle. Ray Data calls ``ray_remote_args_fn`` before starting each actor.
+# puts one worker on each bundle. ``EnginePool`` asks for one group per actor it starts.
 
 def _uses_tp(engine_cfg: EngineConfig) -> bool:
     return engine_cfg.backend == "vllm" and engine_cfg.tensor_parallel_size > 1
 
 
 class _TensorParallelPlacement:
-    """``ray_remote_args_fn`` for Ray Data: one placement group of TP GPU bundles per replica.
+    """One placement group of TP GPU bundles per replica: calling it makes a group and returns the actor's
+    scheduling options.
 
-    Groups are named ``<prefix>-<uuid>`` so ``release`` finds them even if Ray Data called a copy.
+    Groups are named ``<prefix>-<uuid>`` so ``release`` finds every one this object made.
     """
 
     def __init__(self, engine_cfg: EngineConfig, ray_cfg: RayConfig):
@@ -170,24 +218,30 @@ class _TensorParallelPlacement:
 
 class LocalRunner:
     """In-process engines (no Ray), one per model, reused across stages and closed at the end.
-    The same shard contract as ``run_with_ray``: one shard in flight, committed when written."""
+    The same shard contract as ``EnginePool``: one shard in flight, committed when written."""
 
-    def __init__(self, engine_cfg: Optional[EngineConfig], batch_size: int):
-        self.engine_cfg, self.batch_size = engine_cfg, batch_size
+    def __init__(self, engine_cfg: Optional[EngineConfig], batch_size: int, keep: bool = True):
+        self.engine_cfg, self.batch_size, self.keep = engine_cfg, batch_size, keep
         self.engines: dict[str, Engine] = {}
+        self.starts = 0  # engines started (the benchmark reads it)
 
     def engine(self, ctx: StageContext) -> Engine:
         if ctx.model_path not in self.engines:
             self.close()  # one engine alive at a time: no leaked memory between models
             self.engines[ctx.model_path] = make_engine(self.engine_cfg, ctx.model_path, ctx.max_model_len)
+            self.starts += 1
         return self.engines[ctx.model_path]
 
     def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
             commit: Commit, total: int, done: int = 0) -> None:
         engine = self.engine(ctx) if spec.engine is not None and tasks else None
-        with progress(total=total, desc=desc, unit="rec", initial=done) as bar:
-            for i, path in tasks:
-                commit(process_shard(spec, stage_dir, i, path, engine, ctx, stage_cfg, self.batch_size, bar.update))
+        try:
+            with progress(total=total, desc=desc, unit="rec", initial=done) as bar:
+                for i, path in tasks:
+                    commit(process_shard(spec, stage_dir, i, path, engine, ctx, stage_cfg, self.batch_size, bar.update))
+        finally:
+            if not self.keep:
+                self.close()
 
     def close(self) -> None:
         for e in self.engines.values():

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from selftaught import eval_data, ties
+from selftaught import console, eval_data, ties
 from selftaught.config import EvalConfig, EvalSetConfig, eval_config
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
@@ -151,7 +151,7 @@ def _verify(pairs: list[dict], items: list, base: list[dict], engine: Engine, ct
 
 
 def is_graded(p: dict) -> bool:
-    """A response with a human 1-5 score (``io._graded_eval``), not a pair."""
+    """A response with a human 1-5 score (``formats.graded``), not a pair."""
     return p.get("response") is not None
 
 
@@ -408,9 +408,9 @@ def finalize(sd: StageDir, cfg: EvalConfig, ctx: StageContext) -> dict:
     the stage's rows once its shards are committed; eval sets are bounded, unlike the data."""
     m = metrics(sd.rows() + sd.failures())
     skipped = sd.rejected()
-    print(f"\neval, round {ctx.round} ({ctx.model_path}):\n{format_metrics(m)}", flush=True)
+    console.echo(f"\neval, round {ctx.round} ({ctx.model_path}):\n{format_metrics(m)}")
     if skipped["rejected_lines"]:  # MT-Bench tie votes land here, counted, never in an accuracy
-        print(f"not judged: {skipped['rejected_by_reason']}", flush=True)
+        console.echo(f"not judged: {skipped['rejected_by_reason']}")
     return {"model": ctx.model_path, "metrics": m, **skipped}
 
 

@@ -12,7 +12,7 @@ judge's own template and format. The decision:
   answer the instruction?" alone, and the higher P(yes) wins (``decided_by: verify``): no order, no position.
 
 A pair whose prompt does not fit the context in either order is a failure ("prompt too long"),
-never a guess. The stage runs on the same shard runner as the loop's stages (Ray Data actor pool
+never a guess. The stage runs on the same shard runner as the loop's stages (an engine pool on Ray
 or in-process), so a rerun resumes at its first uncommitted shard.
 """
 from __future__ import annotations
