@@ -5,7 +5,8 @@ an accuracy-like metric ``K`` may come with its 95% interval as ``K_lo`` / ``K_h
 
 ``format_table`` renders rows as a fixed-width text table (``K`` with its interval as
 ``0.521 [0.42,0.62]``); ``write_summary`` writes ``summary.json``, ``summary.csv`` (every key, bounds
-included, as is) and ``accuracy.png`` (with error bars) into the run directory (each atomically).
+included, as is), ``accuracy.png`` (small multiples, interval bands) and ``accuracy_detail.png`` (every
+subset and order, error bars) into the run directory (each atomically).
 Pure functions of the rows: no W&B, no global matplotlib state (the Agg canvas is used directly).
 """
 from __future__ import annotations
@@ -308,22 +309,102 @@ def _figure(rows: Sequence[dict]) -> "Figure":
     return fig
 
 
-def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
-    """Accuracy by round: one solid line per eval set (and mode), dashed/dotted for acc_AB/acc_BA when
-    logged, thinner lines for subsets; 95% error bars where ``K_lo``/``K_hi`` are present."""
-    fig = _figure(rows)
+# One panel per question a person asks of a run: (metric, panel title, y label, reference line).
+PANELS = (
+    ("accuracy", "is the judge getting better?", "accuracy", 0.5),
+    ("consistency", "does it decide the same in both orders?", "consistency", None),
+    ("verdict_A_rate", "position bias: [[A]] rate (pairwise)", "[[A]] rate", 0.5),
+    ("yes_rate", "prior: yes rate (verify)", "yes rate", 0.5),
+    ("parse_failure_rate", "does every verdict parse?", "parse failures", None),
+)
+
+
+# Verify mode judges each answer alone: its consistency and [[A]] rate are constants by construction.
+NOT_IN_VERIFY = ("consistency", "verdict_A_rate")
+
+
+def _set_prefixes(rows: Sequence[dict], metric: str) -> list[str]:
+    """Eval sets (with their mode) that logged ``metric``, subsets left out; first-seen order."""
+    keys = [k for k in _keys(rows) if k.endswith("/" + metric)]
+    sub = _subset_keys(keys)
+    prefixes = [k[: -len(metric) - 1] for k in keys if k not in sub and k.startswith(EVAL_PREFIX)]
+    return [p for p in prefixes if not (metric in NOT_IN_VERIFY and _split_mode(p)[1] == "verify")]
+
+
+def _panels(rows: Sequence[dict]) -> "Figure":
+    """Small multiples: one panel per question (``PANELS``) that the rows can answer, one line per eval
+    set (and decoding mode) with its 95% interval as a band; colours match across panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rows = _sorted(rows)
+    colors = {p: f"C{i % 10}" for i, p in enumerate(_set_prefixes(rows, "accuracy"))}
+    drawn = [(spec, prefixes) for spec in PANELS if (prefixes := _set_prefixes(rows, spec[0]))]
+    if not drawn:
+        drawn = [(PANELS[0], [])]
+    cols = min(2, len(drawn))
+    nrows = -(-len(drawn) // cols)
+    fig = Figure(figsize=(5.2 * cols, 3.2 * nrows + 0.6), dpi=110)
+    FigureCanvasAgg(fig)
+    for i, ((metric, title, ylabel, ref), prefixes) in enumerate(drawn):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        for prefix in prefixes:
+            color = colors.setdefault(prefix, f"C{len(colors) % 10}")
+            pts = _points(rows, f"{prefix}/{metric}")
+            if not pts:
+                continue
+            name, mode = _split_mode(prefix)
+            xs, ys, los, his = zip(*pts)
+            ax.plot(xs, ys, marker="o", markersize=5, linewidth=1.8, color=color, label=f"{name} {mode}" if mode else name)
+            band = [(x, lo, hi) for x, _, lo, hi in pts if lo is not None and hi is not None]
+            if band:
+                bx, blo, bhi = zip(*band)
+                ax.fill_between(bx, blo, bhi, color=color, alpha=0.15, linewidth=0)
+        if ref is not None:
+            ax.axhline(ref, color="0.5", linewidth=0.8, linestyle=":")
+        if not prefixes:
+            ax.text(0.5, 0.5, "no accuracy metrics yet", ha="center", va="center", transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("round", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if prefixes and i == 0:
+            ax.legend(fontsize=7, frameon=False, loc="best")
+    fig.suptitle("the judge by round (bands: 95% intervals; dotted: chance or no bias)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: "Figure", path: PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
 
 
+def plot_accuracy(rows: Sequence[dict], path: PathLike) -> Path:
+    """The run at a glance (``_panels``): accuracy, consistency, position or yes/no prior, parse failures."""
+    return _save(_panels(rows), path)
+
+
+def plot_accuracy_detail(rows: Sequence[dict], path: PathLike) -> Path:
+    """Every series on one axis: a solid line per eval set (and mode), dashed/dotted for acc_AB/acc_BA
+    when logged, thinner lines for subsets; 95% error bars where ``K_lo``/``K_hi`` are present."""
+    return _save(_figure(rows), path)
+
+
 def write_summary(run_dir: PathLike, rows: Sequence[dict]) -> dict[str, Path]:
-    """Write ``summary.json`` (list of rows), ``summary.csv`` (union of keys, round first) and
-    ``accuracy.png`` under ``run_dir``. Returns ``{"json": ..., "csv": ..., "png": ...}``."""
+    """Write ``summary.json`` (list of rows), ``summary.csv`` (union of keys, round first), ``accuracy.png``
+    (one panel per question) and ``accuracy_detail.png`` (every subset and order) under ``run_dir``.
+    Returns ``{"json": ..., "csv": ..., "png": ..., "png_detail": ...}``."""
     run_dir = Path(run_dir)
     rows = _sorted(rows)
-    paths = {"json": run_dir / "summary.json", "csv": run_dir / "summary.csv", "png": run_dir / "accuracy.png"}
+    paths = {"json": run_dir / "summary.json", "csv": run_dir / "summary.csv", "png": run_dir / "accuracy.png",
+             "png_detail": run_dir / "accuracy_detail.png"}
 
     with atomic_path(paths["json"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -339,4 +420,5 @@ def write_summary(run_dir: PathLike, rows: Sequence[dict]) -> dict[str, Path]:
                 w.writerow({str(k): _csv_value(v) for k, v in r.items()})
 
     plot_accuracy(rows, paths["png"])
+    plot_accuracy_detail(rows, paths["png_detail"])
     return paths

@@ -5,7 +5,7 @@ import csv
 import json
 import math
 
-from selftaught.report import _figure, _subset_keys, default_columns, format_table, write_summary
+from selftaught.report import _figure, _panels, _subset_keys, default_columns, format_table, write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +55,7 @@ def test_write_summary_round_trip(tmp_path):
     rows = _rows()
     rows[0]["nan_metric"] = float("nan")
     paths = write_summary(tmp_path / "run", rows)
-    assert set(paths) == {"json", "csv", "png"}
+    assert set(paths) == {"json", "csv", "png", "png_detail"}
     assert all(p.exists() for p in paths.values())
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
@@ -181,3 +181,31 @@ def test_format_rounds_puts_rounds_side_by_side():
     assert sft.split()[1:] == ["-", "30"]
     assert not any("Natural" in ln for ln in lines)  # subsets stay in the CSV
     assert format_rounds([]) == "(no metrics)"
+
+
+def test_panels_one_per_question_with_interval_bands():
+    from matplotlib.collections import PolyCollection
+
+    rows = _ci_rows()
+    for r in rows:  # a parse-failure rate per set as well; no consistency logged
+        for mode in ("constrained", "free"):
+            r[f"eval/{mode}/demo_eval/parse_failure_rate"] = 0.25
+    axes = _panels(rows).axes
+    titles = [ax.get_title() for ax in axes]
+    assert titles == ["is the judge getting better?", "position bias: [[A]] rate (pairwise)", "does every verdict parse?"]
+    acc = axes[0]
+    # one line and one 95% band per set and mode, subsets (llmbar/Natural) left to the detail figure
+    assert sorted(ln.get_label() for ln in acc.get_lines() if not ln.get_label().startswith("_")) == [
+        "demo_eval constrained", "demo_eval free", "llmbar constrained", "llmbar free"]
+    assert sum(isinstance(c, PolyCollection) for c in acc.collections) == 4
+    # the same set has the same colour in every panel
+    color = {ln.get_label(): ln.get_color() for ln in acc.get_lines()}
+    assert {ln.get_label(): ln.get_color() for ln in axes[2].get_lines() if ln.get_label() in color} == {
+        k: v for k, v in color.items() if "demo_eval" in k}
+
+
+def test_panels_verify_mode_leaves_out_its_constants():
+    rows = [{"round": k, "eval/verify/holdout/accuracy": a, "eval/verify/holdout/consistency": 1.0,
+             "eval/verify/holdout/verdict_A_rate": 0.5, "eval/verify/holdout/yes_rate": y}
+            for k, a, y in ((0, 0.6, 0.5), (1, 0.7, 0.4))]
+    assert [ax.get_title() for ax in _panels(rows).axes] == ["is the judge getting better?", "prior: yes rate (verify)"]
