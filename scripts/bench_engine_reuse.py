@@ -46,7 +46,9 @@ def _run(out: Path, name: str, keep: bool, in_process: bool, rounds: int, limit:
             s = json.loads(line)
             if not s.get("resumed"):
                 stages[(s["round"], s["stage"])] = float(s.get("seconds") or 0.0)
-    starts = sum("starting vLLM" in f.read_text() for f in (out / name / "logs").glob("*.log"))
+    # an engine start: in-process, the engine's own line; on Ray, the driver's line for each pool it starts
+    starts = sum(f.read_text().count(mark) for f in (out / name / "logs").glob("*.log")
+                 for mark in (("starting vLLM on",) if in_process else ("engine actor(s) on",)))
     return {"wall": wall, "stages": stages, "starts": starts}
 
 
@@ -69,7 +71,8 @@ def main() -> None:
     for key in sorted(set(per_stage["stages"]) | set(kept["stages"]), key=lambda k: (k[0], 0)):
         b, k = per_stage["stages"].get(key), kept["stages"].get(key)
         ratio = f"{k / b:.2f}" if b and k is not None and b >= 1.0 else "-"
-        print(f"| {key[0]} | {key[1]} | {b if b is not None else '-':>} | {k if k is not None else '-'} | {ratio} |")
+        fb, fk = (f"{v:.1f}" if v is not None else "-" for v in (b, k))
+        print(f"| {key[0]} | {key[1]} | {fb} | {fk} | {ratio} |")
     tb, tk = sum(per_stage["stages"].values()), sum(kept["stages"].values())
     print(f"| all | stages | {tb:.1f} | {tk:.1f} | {tk / tb:.2f} |")
     print(f"| all | wall (process) | {per_stage['wall']:.1f} | {kept['wall']:.1f} | {kept['wall'] / per_stage['wall']:.2f} |")

@@ -479,7 +479,7 @@ class Run:
         if self.eval_on:
             eval_rows, s = self.evaluate(store, k, model)
             round_summaries = round_summaries + [s]
-        print_summary(round_summaries)
+        print_summary(round_summaries, k)
         store.root.mkdir(parents=True, exist_ok=True)
         io.write_jsonl(store.root / "summary.jsonl", round_summaries)
         row = round_row(k, model, round_summaries)
@@ -565,9 +565,12 @@ def _config_dict(cfg: RunConfig) -> dict:
     return asdict(cfg)
 
 
-def print_summary(summaries: list[dict]) -> None:
+def print_summary(summaries: list[dict], k: Optional[int] = None) -> None:
+    """Round ``k``'s stage table on the console: the shared stages an earlier round made (resumed, another
+    round's number) are left out; the per-stage counters go to the log."""
     cols = ("round", "stage", "in", "out", "failed", "prompt_tokens", "completion_tokens", "seconds", "tok_per_s", "resumed")
-    table = [[str(s.get(c, "")) if s.get(c) is not None else "-" for c in cols] for s in summaries]
+    shown = [s for s in summaries if k is None or not (s.get("resumed") and s.get("round") != k)]
+    table = [[str(s.get(c, "")) if s.get(c) is not None else "-" for c in cols] for s in shown]
     widths = [max(len(c), *(len(r[i]) for r in table)) if table else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in table]

@@ -71,6 +71,10 @@ SET_COLUMNS = ("acc_AB", "acc_BA", "consistency", "parse_failure_rate", "verdict
                "majority_accuracy", "score_accuracy", "score_tie_rate", "pearson", "spearman")
 
 
+# Verify mode judges each answer alone: its consistency and [[A]] rate are constants by construction.
+NOT_IN_VERIFY = ("consistency", "verdict_A_rate")
+
+
 def _is_bound(k: str, keys: set[str]) -> bool:
     """``K_lo`` / ``K_hi`` next to a key ``K``: part of K's cell in the text table, not a column."""
     return k.endswith((LO, HI)) and k[: -len(LO)] in keys
@@ -95,6 +99,12 @@ def _subset_keys(keys: Sequence[str]) -> set[str]:
     return out
 
 
+def _verify_constant(key: str) -> bool:
+    """A verify-mode metric that is a constant by construction (consistency 1, ``[[A]]`` rate 0.5)."""
+    prefix, _, metric = key.rpartition("/")
+    return metric in NOT_IN_VERIFY and _split_mode(prefix)[1] == "verify"
+
+
 def default_columns(rows: Sequence[dict]) -> list[str]:
     """``round``, every per-set ``*/accuracy`` key, the other per-set ``eval/`` keys, then train loss.
 
@@ -107,7 +117,7 @@ def default_columns(rows: Sequence[dict]) -> list[str]:
     acc = [k for k in per_set if k.endswith("/accuracy")]
     # Per set: both orders, consistency, parse failures, position bias, majority vote.
     other_eval = [k for k in per_set if k.startswith(EVAL_PREFIX) and k not in acc
-                  and k.rsplit("/", 1)[1] in SET_COLUMNS]
+                  and k.rsplit("/", 1)[1] in SET_COLUMNS and not _verify_constant(k)]
     loss = [k for k in keys if _is_loss(k)]
     # One loss column: the trainer's final train_loss when there, else whatever loss was logged.
     loss = [k for k in loss if k.endswith("train_loss")][:1] or loss[:1]
@@ -317,10 +327,6 @@ PANELS = (
     ("yes_rate", "prior: yes rate (verify)", "yes rate", 0.5),
     ("parse_failure_rate", "does every verdict parse?", "parse failures", None),
 )
-
-
-# Verify mode judges each answer alone: its consistency and [[A]] rate are constants by construction.
-NOT_IN_VERIFY = ("consistency", "verdict_A_rate")
 
 
 def _set_prefixes(rows: Sequence[dict], metric: str) -> list[str]:

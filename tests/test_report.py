@@ -209,3 +209,4 @@ def test_panels_verify_mode_leaves_out_its_constants():
              "eval/verify/holdout/verdict_A_rate": 0.5, "eval/verify/holdout/yes_rate": y}
             for k, a, y in ((0, 0.6, 0.5), (1, 0.7, 0.4))]
     assert [ax.get_title() for ax in _panels(rows).axes] == ["is the judge getting better?", "prior: yes rate (verify)"]
+    assert default_columns(rows) == ["round", "eval/verify/holdout/accuracy"]  # nor in the printed table

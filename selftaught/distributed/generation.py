@@ -157,6 +157,7 @@ class RayRunner:
         if self.pool is not None and self.pool.model_path != ctx.model_path:
             self.close()
         if self.pool is None:
+            log.info("starting %d engine actor(s) on %s", self.ray_cfg.concurrency, ctx.model_path)
             self.pool = EnginePool(self.engine_cfg, self.ray_cfg, ctx.model_path, ctx.max_model_len)
             self.starts += 1
         try:
