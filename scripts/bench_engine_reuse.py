@@ -68,7 +68,8 @@ def main() -> None:
     print(f"\nengine reuse ({where}; SmolLM2-135M-Instruct on vLLM CPU; {a.rounds} rounds, select.limit={a.limit})\n")
     print("| round | stage | pool per stage (s) | pools kept (s) | kept / per stage |")
     print("|---|---|---:|---:|---:|")
-    for key in sorted(set(per_stage["stages"]) | set(kept["stages"]), key=lambda k: (k[0], 0)):
+    order = list(per_stage["stages"]) + [k for k in kept["stages"] if k not in per_stage["stages"]]  # pipeline order
+    for key in order:
         b, k = per_stage["stages"].get(key), kept["stages"].get(key)
         ratio = f"{k / b:.2f}" if b and k is not None and b >= 1.0 else "-"
         fb, fk = (f"{v:.1f}" if v is not None else "-" for v in (b, k))
