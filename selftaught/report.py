@@ -334,7 +334,7 @@ def _set_prefixes(rows: Sequence[dict], metric: str) -> list[str]:
     keys = [k for k in _keys(rows) if k.endswith("/" + metric)]
     sub = _subset_keys(keys)
     prefixes = [k[: -len(metric) - 1] for k in keys if k not in sub and k.startswith(EVAL_PREFIX)]
-    return [p for p in prefixes if not (metric in NOT_IN_VERIFY and _split_mode(p)[1] == "verify")]
+    return [p for p in prefixes if not _verify_constant(f"{p}/{metric}")]
 
 
 def _panels(rows: Sequence[dict]) -> "Figure":

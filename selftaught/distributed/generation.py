@@ -150,7 +150,7 @@ class RayRunner:
     def __init__(self, engine_cfg: EngineConfig, ray_cfg: RayConfig, keep: bool = True):
         self.engine_cfg, self.ray_cfg, self.keep = engine_cfg, ray_cfg, keep
         self.pool: Optional[EnginePool] = None
-        self.starts = 0  # pools started (the benchmark reads it)
+        self.starts = 0  # pools started (tests/test_engine_pool.py reads it)
 
     def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
             commit: Commit, total: int, done: int = 0) -> None:
@@ -224,13 +224,11 @@ class LocalRunner:
     def __init__(self, engine_cfg: Optional[EngineConfig], batch_size: int, keep: bool = True):
         self.engine_cfg, self.batch_size, self.keep = engine_cfg, batch_size, keep
         self.engines: dict[str, Engine] = {}
-        self.starts = 0  # engines started (the benchmark reads it)
 
     def engine(self, ctx: StageContext) -> Engine:
         if ctx.model_path not in self.engines:
             self.close()  # one engine alive at a time: no leaked memory between models
             self.engines[ctx.model_path] = make_engine(self.engine_cfg, ctx.model_path, ctx.max_model_len)
-            self.starts += 1
         return self.engines[ctx.model_path]
 
     def run(self, spec: StageSpec, stage_dir: str, tasks: list[Task], stage_cfg: object, ctx: StageContext, desc: str,
