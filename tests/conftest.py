@@ -1,6 +1,8 @@
 """Shared fixtures: the embedded SmolLM2 (converted once into the default cache) and a tiny random Llama."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from selftaught.config import ModelConfig
@@ -9,6 +11,17 @@ from selftaught.models import build_tiny_model, resolve_model
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts extra engines (deselect with -m 'not slow')")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test sees the environment the session started with. In-process training sets RANK, WORLD_SIZE
+    and MASTER_* (a standalone world of one); left set, they reach the engines of later tests' subprocesses,
+    and vLLM then starts its engine core differently (its log lines lose their process prefix)."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 @pytest.fixture(scope="session")
