@@ -35,7 +35,8 @@ log = logging.getLogger("selftaught")
 
 MAX_LOGGED_FAILURES = 20
 # The stages whose rows each train.objective trains on (the first one's count is the summary's "examples").
-TRAIN_INPUTS = {"sft": ("sft_data",), "dpo": ("dpo_data",), "sft_then_dpo": ("sft_data", "dpo_data")}
+TRAIN_INPUTS = {"sft": ("sft_data",), "dpo": ("dpo_data",), "sft_then_dpo": ("sft_data", "dpo_data"),
+                "grpo": ("grpo_data",), "sft_then_grpo": ("sft_data", "grpo_data")}
 SHARED = "data"  # folder of the pairs shared by all rounds
 HELD_OUT_PAIRS = pairs.HOLDOUT.name  # eval.holdout: the held-out instructions' pairs, one more eval set
 
@@ -340,16 +341,19 @@ class Run:
         return done
 
     def train(self, k: int, data: dict[str, tuple[StageDir, str]], previous: Model) -> tuple[Model, dict]:
-        """Train on the round's rows (Ray Train): SFT on the kept judgments, DPO on the preference rows,
-        or SFT then DPO (``train.objective``); the result judges round k+1."""
+        """Train on the round's rows (Ray Train): SFT on the kept judgments, DPO on the preference rows, GRPO on
+        the pairs' prompts, or SFT then DPO/GRPO (``train.objective``); the result judges round k+1."""
         cfg, store = self.cfg, RoundStore(self.run_dir, k)
         base = self.seed if cfg.train.init_from == "seed" else previous
         needed = TRAIN_INPUTS[cfg.train.objective]
         # init_from only picks ``base`` (whose id is hashed): in round 1 both choices train the same
         # model, so it is left out (as is train.dpo under plain SFT). The carried-over judge (too few
         # examples) depends on the previous model.
+        # train.dpo and train.grpo count only under their objectives (dpo as before: left out under sft alone).
+        objective = cfg.train.objective
         knobs = {f: v for f, v in asdict(cfg.train).items()
-                 if f != "init_from" and not (f == "dpo" and cfg.train.objective == "sft")}
+                 if f != "init_from" and not (f == "dpo" and objective in ("sft", "grpo", "sft_then_grpo"))
+                 and not (f == "grpo" and not objective.endswith("grpo"))}
         h = config_hash(*(data[n][1] for n in needed), "train", knobs, base.id, previous.id)
         model_dir = store.model_dir
         sd = store.stage("train")
@@ -362,7 +366,8 @@ class Run:
             counts = {n: sum(e["out"] for e in data[n][0].entries()) for n in needed}
             n = counts[needed[0]]
             short = {s: c for s, c in counts.items() if c < cfg.train.min_examples}
-            examples = {"examples": n, **({"dpo_examples": counts["dpo_data"]} if "dpo_data" in counts else {})}
+            examples = {"examples": n, **({"dpo_examples": counts["dpo_data"]} if "dpo_data" in counts else {}),
+                        **({"grpo_prompts": counts["grpo_data"]} if "grpo_data" in counts else {})}
             if short:
                 too_few = ", ".join(f"{c} {s} rows" for s, c in short.items())
                 log.warning("round %d train: %s < train.min_examples=%d; the round-%d judge carries over",
@@ -376,7 +381,7 @@ class Run:
                 paths = {name: str(data[name][0].data_dir) for name in needed}
                 with _stage_log(f"round_{k}.train"):
                     res = train_with_ray(paths.get("sft_data"), base.path, str(model_dir), cfg.train, cfg.ray,
-                                         dpo_path=paths.get("dpo_data"))
+                                         dpo_path=paths.get("dpo_data"), grpo_path=paths.get("grpo_data"))
                 if self.tracker is not None:
                     self.tracker.log_train_history(k, res.log_history)
                 extra = {"skipped": False, "objective": cfg.train.objective, "base_model": base.path,
@@ -546,10 +551,13 @@ def round_row(k: int, model: Model, summaries: list[dict]) -> dict:
             row["judge/sft_examples"] = s.get("out")
         elif st == "dpo_data":
             row["judge/dpo_examples"] = s.get("out")
+        elif st == "grpo_data":
+            row["judge/grpo_prompts"] = s.get("out")
         elif st == "train":
             row["train/skipped"] = s.get("skipped")
             for key in ("train_loss", "tokens_per_s", "steady_tokens_per_s", "startup_seconds", "engine_seconds", "steps",
-                        "dpo_margin_first", "dpo_margin_last"):
+                        "dpo_margin_first", "dpo_margin_last", "grpo_reward_first", "grpo_reward_last_quarter",
+                        "grpo_correctness_first", "grpo_correctness_last_quarter"):
                 if s.get(key) is not None:
                     row[f"train/{key}"] = s[key]
     return row

@@ -184,7 +184,8 @@ def format_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) 
 
 
 ROUND_METRICS = ("judge/sft_examples", "judge/kept_mirror", "judge/degenerate_rate", "grade/kept_gradings",
-                 "judge/dpo_examples", "train/train_loss")
+                 "judge/dpo_examples", "judge/grpo_prompts", "train/train_loss", "train/grpo_correctness_first",
+                 "train/grpo_correctness_last_quarter")
 
 
 def format_rounds(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:

@@ -222,6 +222,20 @@ class PreferenceRow(TypedDict, total=False):
     status: str
 
 
+class GrpoPrompt(TypedDict, total=False):
+    """``grpo_data``: one presentation of a pair for online RL (``train.objective=grpo|sft_then_grpo``)."""
+    prompt: list[Message]  # system, user (the judge's pairwise or verify prompt)
+    label: str  # the verdict a right judgment gives: "A" | "B" (pairwise), "Yes" | "No" (verify)
+    form: str  # how its judgments are read: reasoning_first | verdict_first | verify (training.rewards)
+    example_id: str
+    pair_id: str
+    order: str  # "AB" | "BA" (pairwise), "chosen" | "rejected" (verify): the pair's two presentations
+    category: Optional[str]
+    rejected_source: Optional[str]
+    template: str
+    status: str
+
+
 class EvalPair(TypedDict, total=False):
     """An input of ``eval`` (``eval_data.load_eval_sets``)."""
     eval_id: str

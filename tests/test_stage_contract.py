@@ -20,7 +20,7 @@ HELD = ["load", "categorize", "holdout", "holdout_neighbors", "holdout_pairs"]
 
 def test_until_names_the_declared_stages():
     assert stage_names() == ["load", "categorize", "holdout", "holdout_neighbors", "holdout_pairs", "select", "neighbors",
-                             "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "train", "eval"]
+                             "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "grpo_data", "train", "eval"]
     with pytest.raises(Exception, match="until: unknown stage 'shout'"):
         compose(["until=shout"])
 
@@ -37,7 +37,7 @@ def test_every_stage_declares_a_row_type_config_and_loadable_templates():
     assert engines == {"load": None, "categorize": "generator", "holdout": None, "holdout_neighbors": None,
                        "holdout_pairs": "generator", "select": None, "neighbors": None, "pairs": "generator",
                        "judge": "judge", "grade_pairs": "judge", "verify_pairs": "judge", "sft_data": None, "dpo_data": None,
-                       "eval": "judge", "verdicts": "judge", "grades": "judge"}
+                       "grpo_data": None, "eval": "judge", "verdicts": "judge", "grades": "judge"}
 
 
 def _shout(records: list[dict], engine, ctx, c) -> list[dict]:
@@ -83,8 +83,8 @@ def test_a_stage_declared_once_runs_commits_and_resumes(tmp_path: Path, tiny_mod
 @pytest.mark.parametrize("until,expected", [
     ("select", HELD + ["select"]),
     ("sft_data", HELD + ["select", "neighbors", "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data"]),
-    ("eval", HELD + ["select", "neighbors", "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "train",
-                     "eval"]),
+    ("eval", HELD + ["select", "neighbors", "pairs", "judge", "grade_pairs", "verify_pairs", "sft_data", "dpo_data", "grpo_data",
+                     "train", "eval"]),
 ])
 def test_until_cuts_the_declared_pipeline(until, expected):
     from selftaught.driver import _stages_until

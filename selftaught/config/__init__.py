@@ -23,7 +23,7 @@ from selftaught.config.engine import ModelConfig, EngineConfig, RayConfig, Gener
 from selftaught.config.data import DataSourceConfig, DataConfig, CategorizeConfig, SelectConfig
 from selftaught.config.pairs import NeighborConfig, PairChecksConfig, PairsConfig
 from selftaught.config.judge import JudgeConfig, JudgeFileConfig
-from selftaught.config.train import (LoraConfig, DpoConfig, TRAIN_OBJECTIVES, TRAIN_ATTENTION, TrainConfig,
+from selftaught.config.train import (LoraConfig, DpoConfig, GrpoConfig, TRAIN_OBJECTIVES, TRAIN_ATTENTION, TrainConfig,
                                      deepspeed_file, load_deepspeed)
 from selftaught.config.eval import EvalSetConfig, HoldoutConfig, EvalConfig, eval_set_name
 from selftaught.config.run import (TrackingConfig, RunConfig, validate, check_shared_storage, stage_names,
@@ -35,7 +35,7 @@ __all__ = ["RECIPE_CATEGORIES", "EMBEDDED_MODEL", "JUDGE_FORMATS", "EVAL_MODES",
            "LR_SCHEDULERS", "CONF_PACKAGE", "ConfigError", "BaseConfig", "config_hash", "abspath", "ModelConfig",
            "EngineConfig", "RayConfig", "GeneratorConfig", "DataSourceConfig", "DataConfig", "CategorizeConfig",
            "SelectConfig", "NeighborConfig", "PairChecksConfig", "PairsConfig", "JudgeConfig", "JudgeFileConfig",
-           "LoraConfig", "DpoConfig", "TRAIN_OBJECTIVES", "TRAIN_ATTENTION", "TrainConfig", "deepspeed_file",
+           "LoraConfig", "DpoConfig", "GrpoConfig", "TRAIN_OBJECTIVES", "TRAIN_ATTENTION", "TrainConfig", "deepspeed_file",
            "load_deepspeed", "EvalSetConfig", "HoldoutConfig", "EvalConfig", "eval_set_name", "TrackingConfig",
            "RunConfig", "validate", "check_shared_storage", "stage_names", "eval_config", "constrained",
            "generator_constrained", "unknown_key", "omegaconf_error", "schema", "register_configs", "to_object"]

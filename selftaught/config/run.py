@@ -75,8 +75,12 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     returns ``cfg``. ``local_files=False`` skips what only this machine's files can tell (a DeepSpeed
     JSON at an absolute path): ``selftaught submit`` checks a config the cluster will run."""
     # DPO pairs a correct and an incorrect verdict of one (pair, order): only pairwise judging samples them.
-    _check(cfg.train.objective == "sft" or cfg.judge.mode in ("pairwise", "both"), "train.objective",
+    _check(not cfg.train.objective.endswith("dpo") or cfg.judge.mode in ("pairwise", "both"), "train.objective",
            f"{cfg.train.objective} trains on pairwise judgments; judge.mode={cfg.judge.mode} samples none (use pairwise or both)")
+    # GRPO samples the judge's verdicts on the pairs: a pairwise verdict, or verify's yes/no, not a 1-5 grade.
+    _check(not cfg.train.objective.endswith("grpo") or cfg.judge.mode in ("pairwise", "both", "verify"),
+           "train.objective", f"{cfg.train.objective} rewards a verdict; judge.mode={cfg.judge.mode} gives grades "
+           "(use pairwise, both or verify)")
     # A served model is fixed: it cannot be the judge that each round retrains and evaluates.
     _check(cfg.engine.backend != "openai", "engine.backend",
            "openai serves a fixed model and cannot be the trained judge; use it for the pairs: +generator_engine=openai")

@@ -45,7 +45,50 @@ class DpoConfig(BaseConfig):
         self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
 
 
-TRAIN_OBJECTIVES = ("sft", "dpo", "sft_then_dpo")
+@dataclass
+class GrpoConfig(BaseConfig):
+    """``train.objective=grpo|sft_then_grpo``: online RL on the round's pairs (J1's recipe): the judge samples
+    ``num_generations`` judgments of each prompt (a pair in one order, or one answer under ``judge.mode=verify``),
+    each is rewarded (``training.rewards``), and TRL's ``GRPOTrainer`` moves the policy toward the better ones of
+    its group. Both prompts of a pair are in the same generation batch, so the consistency reward sees both."""
+
+    KEY: ClassVar[str] = "train.grpo"
+    num_generations: int = 4  # samples per prompt (the group whose rewards are normalised)
+    # Tokens a judgment may take after its prompt (and after the prefilled verdict opening).
+    max_completion_length: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # verdict_first / verify: the verdict's opening ("Verdict:", "Verdict: [[") ends the prompt, as constrained
+    # decoding forces it, so every sample is a verdict from the first step; the reward reads opening + completion.
+    # reasoning_first writes its reasoning first: never prefilled.
+    prefill: bool = True
+    # Reward weights (J1): correctness (the verdict is the pair's label), consistency (paid to a judgment of one
+    # order when it and the same-numbered sample of the other order are both right), format (exactly one
+    # parseable verdict), degeneracy (a penalty when the judgment repeats itself; degeneracy.py).
+    correctness: float = 1.0
+    consistency: float = 1.0
+    format: float = 0.1
+    degeneracy: float = 0.5
+    beta: float = 0.0  # KL to the start model; 0: no reference model (TRL's default, as J1's DAPO-style runs)
+    epsilon: float = 0.2  # PPO clip
+    lr: Optional[float] = None  # null: train.lr
+    epochs: Optional[float] = None  # null: train.epochs
+
+    def __post_init__(self) -> None:
+        self._check(self.num_generations >= 2, "num_generations", f"must be >= 2 (a group needs two samples), got {self.num_generations}")
+        self._check(self.max_completion_length >= 1, "max_completion_length", "must be >= 1")
+        self._check(self.temperature > 0, "temperature", f"must be > 0 (GRPO samples), got {self.temperature}")
+        self._check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        for name in ("correctness", "consistency", "format", "degeneracy", "beta"):
+            self._check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        self._check(self.correctness + self.consistency > 0, "correctness",
+                    "correctness and consistency cannot both be 0: nothing would reward a right verdict")
+        self._check(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
+        self._check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null, got {self.lr}")
+        self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
+
+
+TRAIN_OBJECTIVES = ("sft", "dpo", "sft_then_dpo", "grpo", "sft_then_grpo")
 
 
 TRAIN_ATTENTION = ("auto", "sdpa_rows", "sdpa", "eager", "flash_attention_2")
@@ -105,9 +148,12 @@ class TrainConfig(BaseConfig):
     # about a dozen steps (README, bench_train --cases compiled) and it is not measured on a GPU.
     torch_compile: bool = False
     # sft (the recipe: SFT on the kept judgments) | dpo (on preference rows, stage dpo_data) |
-    # sft_then_dpo (Meta's release: SFT, then DPO from the SFT model); see train.dpo.
+    # sft_then_dpo (Meta's release: SFT, then DPO from the SFT model); see train.dpo. grpo, sft_then_grpo: below.
     objective: str = "sft"
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    # grpo (J1: online RL on the round's pairs, rewarded for a right and both-order consistent verdict) |
+    # sft_then_grpo (SFT on the kept judgments, then GRPO from the SFT model); see train.grpo.
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     # SFT: the loss weight of the verdict token(s) of each target against 1 for every other target token
     # (its explanation, the verdict line's fixed words, EOS); 1.0 is plain SFT (``training.weighted``).
     verdict_weight: float = 1.0
@@ -146,6 +192,12 @@ class TrainConfig(BaseConfig):
         # saved it for backward, which then fails ("modified by an inplace operation"; bench_train, CPU).
         self._check(not (self.torch_compile and self.strategy == "zero3"), "torch_compile",
                     "does not work with train.strategy=zero3 (its backward needs weights ZeRO-3 has freed); use zero2")
+        if self.objective in ("grpo", "sft_then_grpo"):
+            gen = self.per_device_batch_size * self.gradient_accumulation_steps * self.num_workers
+            self._check(gen % (2 * self.grpo.num_generations) == 0, "gradient_accumulation_steps",
+                        f"GRPO samples per_device_batch_size x gradient_accumulation_steps x num_workers = {gen} "
+                        f"judgments a step: it must hold whole pairs of groups, a multiple of 2 x "
+                        f"train.grpo.num_generations = {2 * self.grpo.num_generations}")
         self._check(self.verdict_weight > 0, "verdict_weight", f"must be > 0, got {self.verdict_weight}")
         self._check(not (self.use_gpu is False and self.bf16 is True), "bf16",
                     "bf16 training needs train.use_gpu=true here (CPU runs float32)")

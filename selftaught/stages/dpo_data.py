@@ -80,4 +80,4 @@ def dpo_build(cfg: RunConfig, up: Upstream) -> DpoBuild:
 
 SPEC = StageSpec(name=STAGE, row_type=PreferenceRow, process=process, engine=None, shard_stats=shard_stats,
                  summarize=lambda st, c: dict(st), config=dpo_build, sources=(judge.STAGE,),
-                 enabled=lambda cfg: cfg.train.objective != "sft", templates=lambda c: (c.judge.template,))
+                 enabled=lambda cfg: cfg.train.objective in ("dpo", "sft_then_dpo"), templates=lambda c: (c.judge.template,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from selftaught.config import DpoConfig, LoraConfig, TrainConfig
+from selftaught.config import DpoConfig, GrpoConfig, LoraConfig, TrainConfig
 
 
 def on_gpu(cfg: TrainConfig) -> bool:
@@ -128,6 +128,31 @@ def dpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
     return kw
 
 
+def grpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
+    """Keyword arguments of ``trl.GRPOConfig``: the SFT ones less the SFT-only keys, ``train.grpo``'s sampling,
+    reward weights (in ``training.rewards.NAMES`` order), clip, KL, lr and epochs. Generation: vLLM colocated
+    with training on GPU where vLLM is installed, else transformers' ``generate``."""
+    import importlib.util
+
+    from selftaught.training.rewards import Weights
+
+    kw = sft_config_kwargs(cfg, out_dir, gpu, deepspeed)
+    for k in ("completion_only_loss", "assistant_only_loss", "packing", "max_length", "train_sampling_strategy"):
+        kw.pop(k)
+    g = cfg.grpo
+    kw.update(learning_rate=g.lr or cfg.lr, num_generations=g.num_generations,
+              max_completion_length=g.max_completion_length, temperature=g.temperature, top_p=g.top_p,
+              beta=g.beta, epsilon=g.epsilon,
+              reward_weights=Weights(g.correctness, g.consistency, g.format, g.degeneracy).as_list(),
+              use_vllm=gpu and importlib.util.find_spec("vllm") is not None, vllm_mode="colocate",
+              log_completions=False,
+              # Trainer's counter finds no input name in GRPO's batches (it warns every step); TRL logs num_tokens.
+              include_num_input_tokens_seen="no")
+    if g.epochs is not None:
+        kw["num_train_epochs"] = g.epochs
+    return kw
+
+
 def peft_config(lora: LoraConfig):
     """A ``peft.LoraConfig`` for causal-LM LoRA, or ``None`` when disabled."""
     if not lora.enabled:
@@ -148,8 +173,10 @@ def train_config(obj: Any) -> TrainConfig:
     d = dict(obj)
     lora = d.pop("lora", None) or {}
     dpo = d.pop("dpo", None) or {}
+    grpo = d.pop("grpo", None) or {}
     return TrainConfig(**d, lora=lora if isinstance(lora, LoraConfig) else LoraConfig(**lora),
-                       dpo=dpo if isinstance(dpo, DpoConfig) else DpoConfig(**dpo))
+                       dpo=dpo if isinstance(dpo, DpoConfig) else DpoConfig(**dpo),
+                       grpo=grpo if isinstance(grpo, GrpoConfig) else GrpoConfig(**grpo))
 
 
 def train_config_dict(cfg: TrainConfig) -> dict:

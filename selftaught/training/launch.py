@@ -1,4 +1,4 @@
-"""Launch the training step (SFT, DPO or both) on Ray Train (``TorchTrainer``): N workers, DDP or
+"""Launch the training step (SFT, DPO, GRPO, or SFT then one of them) on Ray Train (``TorchTrainer``): N workers, DDP or
 DeepSpeed ZeRO-2/3.
 
 The training loop itself is ``selftaught.training.worker.train_worker``. Workers write the model
@@ -60,9 +60,9 @@ def _worker_env(cfg: TrainConfig) -> dict[str, str]:
 
 
 def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConfig, ray_cfg: RayConfig,
-                   dpo_path: str | None = None) -> TrainResult:
+                   dpo_path: str | None = None, grpo_path: str | None = None) -> TrainResult:
     """Train ``base_model`` on the SFT parquet ``data_path`` and/or (``train.objective``) the preference
-    rows ``dpo_path``; the full model ends in ``out_dir``.
+    rows ``dpo_path`` or the GRPO prompts ``grpo_path``; the full model ends in ``out_dir``.
 
     A partial ``out_dir`` from an earlier attempt is removed first. Raises ``RuntimeError`` with
     the workers' error if training fails, ``ConfigError`` if the cluster cannot host the workers.
@@ -93,6 +93,7 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
         train_loop_config={
             "data_path": os.path.abspath(data_path) if data_path else None,
             "dpo_path": os.path.abspath(dpo_path) if dpo_path else None,
+            "grpo_path": os.path.abspath(grpo_path) if grpo_path else None,
             "base_model": base_model if not os.path.exists(base_model) else os.path.abspath(base_model),
             "out_dir": out,
             "train": train_config_dict(cfg),
@@ -105,7 +106,7 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
                                        worker_runtime_env={"env_vars": _worker_env(cfg)}),
     )
     log.info("training %s (%s) on %s: %s x %d workers -> %s", base_model, cfg.objective,
-             " + ".join(p for p in (data_path, dpo_path) if p), cfg.strategy, cfg.num_workers, out)
+             " + ".join(p for p in (data_path, dpo_path, grpo_path) if p), cfg.strategy, cfg.num_workers, out)
     try:
         trainer.fit()
     except Exception as e:  # ray.train.TrainingFailedError (WorkerGroupError / ControllerError)

@@ -1,7 +1,7 @@
 """One training process: ``train_worker`` = ``load`` → ``fit`` → ``save``, the loop Ray Train runs on
 every worker (``selftaught.training.launch``); ``train.objective`` picks SFT (``load``), DPO
-(``load_dpo``) or SFT then DPO from the SFT model. No Ray code: it also runs directly in one process with no
-distributed environment (it then sets up a world of size 1 itself).
+(``load_dpo``), GRPO (``load_grpo``) or SFT then DPO/GRPO from the SFT model. No Ray code: it also runs
+directly in one process with no distributed environment (it then sets up a world of size 1 itself).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Optional
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
 from selftaught.training import budget, packing
-from selftaught.training.args import (attention_implementation, dpo_config_kwargs, masks_packs, on_gpu, packed_kwargs,
-                                      peft_config, sft_config_kwargs, train_config, use_bf16, use_packing)
+from selftaught.training.args import (attention_implementation, dpo_config_kwargs, grpo_config_kwargs, masks_packs, on_gpu,
+                                      packed_kwargs, peft_config, sft_config_kwargs, train_config, use_bf16, use_packing)
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
@@ -27,7 +27,7 @@ log = logging.getLogger("selftaught.train")
 
 METRICS_FILE = "train_metrics.json"
 ADAPTER_DIR = "lora_adapter"  # LoRA runs: the adapter, next to the merged full model
-SFT_DIR = "sft_stage"  # sft_then_dpo: the SFT model, DPO's start and reference (removed once DPO saved)
+SFT_DIR = "sft_stage"  # sft_then_dpo|grpo: the SFT model, where DPO or GRPO starts (removed once it saved)
 
 
 def _free_port() -> int:
@@ -65,20 +65,26 @@ def train_worker(config: dict) -> None:
         save(trainer, cfg, lora, base, out, gpu, fit(trainer))
         return
     sft_metrics: dict = {}
-    if cfg.objective == "sft_then_dpo":  # SFT into a folder of its own, then DPO from it (the reference)
+    if cfg.objective.startswith("sft_then_"):  # SFT into a folder of its own, then DPO/GRPO from it
         sft_dir = os.path.join(out, SFT_DIR)
         trainer, lora = load(cfg, str(config["data_path"]), base, sft_dir, gpu)
         sft_metrics = fit(trainer)
         save(trainer, cfg, lora, base, sft_dir, gpu, sft_metrics)
         del trainer
         base = sft_dir
-    trainer, lora = load_dpo(cfg, str(config["dpo_path"]), base, out, gpu)
-    metrics = {**fit(trainer), **dpo_margins(trainer.state.log_history)}
+    if cfg.objective.endswith("grpo"):
+        from selftaught.training import grpo
+
+        trainer, lora = load_grpo(cfg, str(config["grpo_path"]), base, out, gpu)
+        metrics = {**fit(trainer), **grpo.summary(trainer.state.log_history)}
+    else:
+        trainer, lora = load_dpo(cfg, str(config["dpo_path"]), base, out, gpu)
+        metrics = {**fit(trainer), **dpo_margins(trainer.state.log_history)}
     if sft_metrics:
         metrics["sft"] = {k: v for k, v in sft_metrics.items() if k != "log_history"}
     save(trainer, cfg, lora, base, out, gpu, metrics)
-    if cfg.objective == "sft_then_dpo" and trainer.is_world_process_zero():
-        shutil.rmtree(os.path.join(out, SFT_DIR), ignore_errors=True)  # the DPO model is the round's judge
+    if sft_metrics and trainer.is_world_process_zero():
+        shutil.rmtree(os.path.join(out, SFT_DIR), ignore_errors=True)  # the DPO/GRPO model is the round's judge
 
 
 def dpo_margins(history: list[dict]) -> dict:
@@ -106,6 +112,26 @@ def load_dpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gp
     model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attention_implementation(cfg, gpu, packed=False))
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return trainer, lora
+
+
+def load_grpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: bool):
+    """The ``grpo_data`` prompts and a ``GRPOTrainer`` (``training.grpo``) on ``base_model`` that samples
+    ``train.grpo.num_generations`` judgments per prompt and rewards them; and the LoRA config or None."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from selftaught.io import read_records
+    from selftaught.training import grpo
+
+    score_targets_only(gpu, cfg.torch_compile)
+    ds_cfg = load_deepspeed(cfg)
+    tokenizer = _tokenizer(base_model)  # TRL pads prompts on the left itself; the saved tokenizer stays as it was
+    dataset = grpo.dataset(read_records(data_path), tokenizer, cfg.grpo.prefill)
+    args = GRPOConfig(**grpo_config_kwargs(cfg, out_dir, gpu, ds_cfg))
+    model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attention_implementation(cfg, gpu, packed=False))
+    lora = peft_config(cfg.lora)
+    trainer = grpo.judge_grpo_trainer(GRPOTrainer)(model=model, reward_funcs=list(grpo.REWARD_FUNCS), args=args,
+                                                   train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     return trainer, lora
 
 
@@ -222,7 +248,8 @@ def fit(trainer) -> dict:
     # CPU machine that includes a one-off JIT build of its shm comm op).
     seconds = float(out.metrics.get("train_runtime") or wall)
     state = trainer.state
-    tokens = int(state.num_input_tokens_seen or 0)
+    # GRPO counts its own (prompt and completion tokens, every worker): its last logged num_tokens.
+    tokens = int(state.num_input_tokens_seen or max([h.get("num_tokens", 0) for h in state.log_history] or [0]))
     return {
         "train_loss": float(out.training_loss),
         "steps": int(state.global_step),

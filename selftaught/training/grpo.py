@@ -1,0 +1,165 @@
+"""GRPO on the judge's own pairs (``train.objective=grpo|sft_then_grpo``), on TRL's ``GRPOTrainer``.
+
+What TRL lacks for a judge, and this adds:
+
+- ``dataset``: the ``grpo_data`` rows rendered in the model's chat template, ending in the verdict's opening
+  (``train.grpo.prefill``), with the label, form, pair and order each reward reads;
+- ``PairedRepeatSampler``: TRL's ``RepeatSampler`` (each prompt ``num_generations`` times, a generation batch of
+  whole groups) over *pairs*: the two presentations of a pair stay next to each other, so they are always in the
+  same generation batch (an even number of prompts);
+- ``judge_grpo_trainer``: a ``GRPOTrainer`` with that sampler, whose consistency reward is computed after TRL
+  gathers every process's rewards: a pair's two orders may be generated on two workers;
+- ``reward_funcs``: the ``training.rewards`` functions as TRL calls them (named, so TRL logs
+  ``rewards/<name>/mean`` per step).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from selftaught.training import rewards
+
+log = logging.getLogger("selftaught.train")
+
+CORRECTNESS, CONSISTENCY = rewards.NAMES.index("correctness"), rewards.NAMES.index("consistency")
+
+
+def dataset(rows: list[dict], tokenizer, prefill: bool):
+    """``grpo_data`` rows -> TRL's standard (string) prompt dataset: the chat template applied, the generation
+    prompt added, then the verdict's opening when ``prefill`` (not for reasoning_first). Rows must come two per
+    pair (the stage writes them so); a pair with another count is an error, as its consistency is undefined."""
+    from collections import Counter
+
+    from datasets import Dataset
+
+    counts = Counter(r["pair_id"] for r in rows)
+    odd = [p for p, n in counts.items() if n != 2]
+    if odd:
+        raise ValueError(f"GRPO rows: {len(odd)} pair(s) without exactly two presentations (first: {odd[0]!r})")
+    cols: dict[str, list] = {"prompt": [], "prefill": [], "label": [], "form": [], "pair_id": [], "order": []}
+    for r in rows:
+        if r["form"] not in rewards.FORMS:
+            raise ValueError(f"GRPO row {r['example_id']}: form {r['form']!r} is not one of {rewards.FORMS}")
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in r["prompt"]]
+        opening = rewards.prefill(r["form"]) if prefill else ""
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        cols["prompt"].append(text + opening)
+        cols["prefill"].append(opening)
+        for k in ("label", "form", "pair_id", "order"):
+            cols[k].append(str(r[k]))
+    return Dataset.from_dict(cols)
+
+
+def pair_groups(pair_ids: Sequence[str]) -> list[list[int]]:
+    """Row indices grouped by pair, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pair_ids):
+        groups.setdefault(p, []).append(i)
+    return list(groups.values())
+
+
+class PairedRepeatSampler:
+    """``trl``'s ``RepeatSampler`` order (chunks of ``batch_size`` prompts, each chunk ``repeat_count`` times, each
+    prompt ``mini_repeat_count`` times in a row) with the shuffle over pairs: a pair's rows are adjacent, and with an
+    even ``batch_size`` never split across two chunks. A last chunk short of ``batch_size`` is dropped, as TRL does."""
+
+    def __init__(self, groups: list[list[int]], mini_repeat_count: int, batch_size: int, repeat_count: int = 1,
+                 shuffle: bool = True, seed: int = 0):
+        if batch_size % 2:
+            raise ValueError(f"a generation batch of {batch_size} prompts cannot hold whole pairs (it must be even)")
+        import torch
+
+        self.groups, self.mini, self.batch, self.repeat, self.shuffle = groups, mini_repeat_count, batch_size, repeat_count, shuffle
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+        self.num_samples = sum(len(g) for g in groups)
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+
+        order = torch.randperm(len(self.groups), generator=self.generator).tolist() if self.shuffle else range(len(self.groups))
+        flat = [i for g in order for i in self.groups[g]]
+        for start in range(0, len(flat) - self.batch + 1, self.batch):
+            chunk = flat[start:start + self.batch]
+            for _ in range(self.repeat):
+                for index in chunk:
+                    for _ in range(self.mini):
+                        yield index
+
+    def __len__(self) -> int:
+        return (self.num_samples // self.batch) * self.batch * self.mini * self.repeat
+
+
+def _texts(completions: list, prefill: list[str]) -> list[str]:
+    """Whole judgments: the prefilled opening plus what the judge wrote (string or chat completions)."""
+    out = []
+    for c, p in zip(completions, prefill, strict=True):
+        text = c if isinstance(c, str) else c[-1]["content"]
+        out.append(p + text)
+    return out
+
+
+def correctness(completions, label, form, prefill, **_: Any) -> list[float]:
+    return rewards.correctness(_texts(completions, prefill), label, form)
+
+
+def consistency(completions, **_: Any) -> list[float]:
+    """Filled in by the trainer over the gathered batch (``judge_grpo_trainer``); 0 here."""
+    return [0.0] * len(completions)
+
+
+def format(completions, form, prefill, **_: Any) -> list[float]:  # noqa: A001 - TRL logs the function's name
+    return rewards.format_ok(_texts(completions, prefill), form)
+
+
+def degeneracy(completions, prefill, **_: Any) -> list[float]:
+    return rewards.degeneracy(_texts(completions, prefill))
+
+
+REWARD_FUNCS = (correctness, consistency, format, degeneracy)  # in rewards.NAMES order
+assert tuple(f.__name__ for f in REWARD_FUNCS) == rewards.NAMES
+
+
+def judge_grpo_trainer(base: type) -> type:
+    """A subclass of TRL's ``GRPOTrainer`` (``base``): pairs kept together, consistency over the gathered batch."""
+
+    class JudgeGRPOTrainer(base):
+        def _get_train_sampler(self, dataset=None):
+            data = dataset if dataset is not None else self.train_dataset
+            return PairedRepeatSampler(pair_groups(data["pair_id"]), mini_repeat_count=self.num_generations,
+                                       batch_size=self.args.generation_batch_size // self.num_generations,
+                                       repeat_count=self.num_iterations * self.args.steps_per_generation,
+                                       shuffle=self.shuffle_dataset, seed=self.args.seed)
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            import torch
+            from accelerate.utils import gather_object
+
+            per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # gathered
+            keys = gather_object([(x["pair_id"], x["order"]) for x in inputs])
+            cons, unpaired = rewards.consistency(per_func[:, CORRECTNESS].tolist(), [k[0] for k in keys],
+                                                 [k[1] for k in keys])
+            per_func[:, CONSISTENCY] = torch.tensor(cons, dtype=per_func.dtype, device=per_func.device)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["rewards/unpaired"].append(float(unpaired))
+            return per_func
+
+    return JudgeGRPOTrainer
+
+
+def summary(history: list[dict]) -> dict:
+    """First and last logged reward and correctness, and the mean of the last quarter of steps (one step's batch
+    is a few prompts: a single step is noisy)."""
+    logged = [h for h in history if "reward" in h]
+    if not logged:
+        return {}
+    tail = logged[-max(1, len(logged) // 4):]
+    out = {"grpo_reward_first": float(logged[0]["reward"]), "grpo_reward_last": float(logged[-1]["reward"]),
+           "grpo_reward_last_quarter": sum(float(h["reward"]) for h in tail) / len(tail)}
+    for name in rewards.NAMES:
+        key = f"rewards/{name}/mean"
+        if key in logged[0]:
+            out[f"grpo_{name}_first"] = float(logged[0][key])
+            out[f"grpo_{name}_last_quarter"] = sum(float(h.get(key, 0.0)) for h in tail) / len(tail)
+    return out
