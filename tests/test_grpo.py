@@ -169,6 +169,7 @@ def test_grpo_on_two_workers_learns_a_toy_task(tmp_path, smollm2_path, ray_local
     assert res.metrics["steps"] == 12 and res.metrics["world_size"] == 2
     assert last >= 0.8 and last > first + 0.2, (first, last)
     assert all(h.get("rewards/unpaired", 0) == 0 for h in res.log_history)
+    assert 0 < res.metrics["grpo_generate_s_per_step"] < res.metrics["grpo_step_s"]  # sampling is part of a step
     saved = json.load(open(os.path.join(res.model_path, "train_metrics.json")))
     assert saved["grpo_reward_last_quarter"] == res.metrics["grpo_reward_last_quarter"] > saved["grpo_reward_first"]
 

@@ -15,6 +15,7 @@ What TRL lacks for a judge, and this adds:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -132,6 +133,13 @@ def judge_grpo_trainer(base: type) -> type:
                                        repeat_count=self.num_iterations * self.args.steps_per_generation,
                                        shuffle=self.shuffle_dataset, seed=self.args.seed)
 
+        def _generate_and_score_completions(self, inputs):
+            # TRL's step_time holds the whole step; this is its sampling and scoring part (optimisation: the rest).
+            t0 = time.perf_counter()
+            out = super()._generate_and_score_completions(inputs)
+            self._metrics["train" if self.model.training else "eval"]["time/generate_s"].append(time.perf_counter() - t0)
+            return out
+
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             import torch
             from accelerate.utils import gather_object
@@ -149,14 +157,19 @@ def judge_grpo_trainer(base: type) -> type:
 
 
 def summary(history: list[dict]) -> dict:
-    """First and last logged reward and correctness, and the mean of the last quarter of steps (one step's batch
-    is a few prompts: a single step is noisy)."""
+    """First and last logged reward and each reward's share, the mean of the last quarter of steps (one step's
+    batch is a few prompts: a single step is noisy), and the seconds of a step and of its sampling."""
     logged = [h for h in history if "reward" in h]
     if not logged:
         return {}
     tail = logged[-max(1, len(logged) // 4):]
+    gen = [float(h["time/generate_s"]) for h in logged if "time/generate_s" in h]
+    step = [float(h["step_time"]) for h in logged if "step_time" in h]
     out = {"grpo_reward_first": float(logged[0]["reward"]), "grpo_reward_last": float(logged[-1]["reward"]),
-           "grpo_reward_last_quarter": sum(float(h["reward"]) for h in tail) / len(tail)}
+           "grpo_reward_last_quarter": sum(float(h["reward"]) for h in tail) / len(tail),
+           # seconds a step (TRL's step_time), and of it the sampling and scoring (the rest is optimisation)
+           **({"grpo_step_s": sum(step) / len(step)} if step else {}),
+           **({"grpo_generate_s_per_step": sum(gen) / len(gen)} if gen else {})}
     for name in rewards.NAMES:
         key = f"rewards/{name}/mean"
         if key in logged[0]:
