@@ -187,6 +187,28 @@ def test_without_the_reward_nothing_is_learned(tmp_path, smollm2_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy,workers,lora", [("zero3", 2, False), ("plain", 1, True)])
+def test_grpo_under_zero3_and_with_lora(strategy, workers, lora, tmp_path, tiny_model_path, ray_local):
+    """ZeRO-3 (generation gathers the partitioned weights) and LoRA (the adapter merged into the saved model):
+    GRPO trains its steps and saves a model that loads, pairs intact."""
+    from transformers import AutoModelForCausalLM
+
+    from selftaught.config import LoraConfig
+    from selftaught.training.launch import train_with_ray
+
+    rows = grpo_data.process(_pairs(8), None, None, grpo_data.GrpoBuild(verify=True, template="verify", format=VERDICT_FIRST))
+    write_records(tmp_path / "g.parquet", rows)
+    cfg = TrainConfig(objective="grpo", strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json",
+                      num_workers=workers, per_device_batch_size=8 // workers, gradient_accumulation_steps=1, max_steps=2,
+                      warmup_steps=0, lr=1e-4, logging_steps=1, lora=LoraConfig(enabled=lora),
+                      grpo=GrpoConfig(num_generations=4, max_completion_length=4))
+    res = train_with_ray(None, tiny_model_path, str(tmp_path / "model"), cfg, RAY, grpo_path=str(tmp_path / "g.parquet"))
+    assert res.metrics["steps"] == 2 and res.metrics["world_size"] == workers and res.metrics["lora"] is lora
+    assert all(h.get("rewards/unpaired", 0) == 0 for h in res.log_history)
+    AutoModelForCausalLM.from_pretrained(res.model_path)
+
+
+@pytest.mark.slow
 def test_a_round_with_grpo(tmp_path, tiny_model_path, ray_local):
     """Through the driver: the round's pairs become GRPO prompts (stage grpo_data) and the round trains on them;
     the summary counts the prompts; a rerun redoes nothing."""
