@@ -69,7 +69,7 @@ class GrpoConfig(BaseConfig):
     consistency: float = 1.0
     format: float = 0.1
     degeneracy: float = 0.5
-    beta: float = 0.0  # KL to the start model; 0: no reference model (TRL's default, as J1's DAPO-style runs)
+    beta: float = 0.0  # KL to the start model; 0: no reference model is loaded (TRL's default)
     epsilon: float = 0.2  # PPO clip
     lr: Optional[float] = None  # null: train.lr
     epochs: Optional[float] = None  # null: train.epochs

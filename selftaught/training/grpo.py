@@ -71,7 +71,8 @@ class PairedRepeatSampler:
             raise ValueError(f"a generation batch of {batch_size} prompts cannot hold whole pairs (it must be even)")
         import torch
 
-        self.groups, self.mini, self.batch, self.repeat, self.shuffle = groups, mini_repeat_count, batch_size, repeat_count, shuffle
+        self.groups, self.mini, self.batch = groups, mini_repeat_count, batch_size
+        self.repeat, self.shuffle = repeat_count, shuffle
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         self.num_samples = sum(len(g) for g in groups)
@@ -79,7 +80,8 @@ class PairedRepeatSampler:
     def __iter__(self) -> Iterator[int]:
         import torch
 
-        order = torch.randperm(len(self.groups), generator=self.generator).tolist() if self.shuffle else range(len(self.groups))
+        n = len(self.groups)
+        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else range(n)
         flat = [i for g in order for i in self.groups[g]]
         for start in range(0, len(flat) - self.batch + 1, self.batch):
             chunk = flat[start:start + self.batch]
