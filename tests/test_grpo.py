@@ -137,6 +137,29 @@ def test_grpo_config():
 
 
 # -- training -------------------------------------------------------------------------------------------------
+def test_a_kl_term_builds_its_reference_from_a_folder_without_architectures(tmp_path, tiny_model_path):
+    """train.grpo.beta > 0: TRL loads a reference copy of the start model; the embedded seed's config.json names
+    no architecture, which TRL's loader needs (it then fails on None[0])."""
+    import shutil
+
+    from selftaught.training import worker
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_path, base)
+    conf = json.loads((base / "config.json").read_text())
+    conf.pop("architectures", None)
+    (base / "config.json").write_text(json.dumps(conf))
+    rows = grpo_data.process(_pairs(2), None, None, grpo_data.GrpoBuild(verify=True, template="verify", format=VERDICT_FIRST))
+    write_records(tmp_path / "g.parquet", rows)
+    cfg = TrainConfig(objective="grpo", strategy="plain", deepspeed=None, num_workers=1, per_device_batch_size=8,
+                      gradient_accumulation_steps=1, max_steps=1, warmup_steps=0, logging_steps=1,
+                      grpo=GrpoConfig(num_generations=4, max_completion_length=2, beta=0.04))
+    trainer, _ = worker.load_grpo(cfg, str(tmp_path / "g.parquet"), str(base), str(tmp_path / "out"), gpu=False)
+    assert trainer.ref_model is not None and trainer.beta == 0.04
+    assert "kl" in worker.fit(trainer)["log_history"][0]
+
+
+
 def _always_no(tmp_path: Path) -> Path:
     """A learnable toy: every presentation's label is No (the seed says No to about 0.4 of them)."""
     rows = grpo_data.process(_pairs(16), None, None, grpo_data.GrpoBuild(verify=True, template="verify", format=VERDICT_FIRST))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from selftaught.training import rewards
@@ -122,6 +123,27 @@ def degeneracy(completions, prefill, **_: Any) -> list[float]:
 
 REWARD_FUNCS = (correctness, consistency, format, degeneracy)  # in rewards.NAMES order
 assert tuple(f.__name__ for f in REWARD_FUNCS) == rewards.NAMES
+
+
+@contextmanager
+def reference_as_causal_lm() -> Iterator[None]:
+    """With ``train.grpo.beta > 0`` (and no LoRA) TRL builds the reference model from the policy's folder, with the
+    class its ``config.json`` names in ``architectures``; a folder without that key (the embedded seed) fails there
+    ("'NoneType' object is not subscriptable"). A judge's reference is a causal LM: while the trainer is built, TRL's
+    loader falls back to ``AutoModelForCausalLM``. Patched on ``trl.trainer.grpo_trainer``, whose name it calls."""
+    import trl.trainer.grpo_trainer as trl_grpo
+    from transformers import AutoModelForCausalLM
+
+    original = trl_grpo.create_model_from_path
+
+    def create(model_id, architecture=None, **kwargs):
+        return original(model_id, architecture or AutoModelForCausalLM, **kwargs)
+
+    trl_grpo.create_model_from_path = create
+    try:
+        yield
+    finally:
+        trl_grpo.create_model_from_path = original
 
 
 def judge_grpo_trainer(base: type) -> type:
