@@ -9,20 +9,18 @@ What TRL lacks for a judge, and this adds:
   same generation batch (an even number of prompts);
 - ``judge_grpo_trainer``: a ``GRPOTrainer`` with that sampler, whose consistency reward is computed after TRL
   gathers every process's rewards: a pair's two orders may be generated on two workers;
-- ``reward_funcs``: the ``training.rewards`` functions as TRL calls them (named, so TRL logs
-  ``rewards/<name>/mean`` per step).
+- ``REWARD_FUNCS``: the ``training.rewards`` functions as TRL calls them (named, so TRL logs
+  ``rewards/<name>/mean`` per step);
+- ``reference_as_causal_lm``: the KL term's reference loads from a folder whose config names no architecture.
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from selftaught.training import rewards
-
-log = logging.getLogger("selftaught.train")
 
 CORRECTNESS, CONSISTENCY = rewards.NAMES.index("correctness"), rewards.NAMES.index("consistency")
 
