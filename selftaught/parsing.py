@@ -79,6 +79,7 @@ def strip_reasoning(text: str) -> str:
 # Yes/no verdicts on one answer (judge.mode=verify): "Verdict: Yes" or "Verdict: No" on the first line,
 # optionally one line of explanation after it. Constrained decoding forces "Verdict:" and picks one token,
 # " Yes" or " No" (SmolLM2 and Llama-3 tokenize both as one token after the colon).
+VERIFY_FORMAT = "verify"  # how a yes/no judgment is read, beside the two pairwise formats (GRPO rows' form)
 VERIFY_OPEN = "Verdict:"
 VERIFY_OPTIONS = (" Yes", " No")
 VERIFY_LABELS = ("Yes", "No")

@@ -12,13 +12,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from selftaught.config import JudgeConfig
+from selftaught.parsing import VERIFY_FORMAT
 from selftaught.prompts import load_template
 from selftaught.rows import GrpoPrompt
 from selftaught.stages import pairs as pairs_stage
 from selftaught.stages.base import OK, StageSpec, Upstream
 from selftaught.stages.judge import VERIFY, JudgeItem, both_orders, judge_messages
 from selftaught.stages.verify_pairs import SIDES
-from selftaught.training.rewards import VERIFY as VERIFY_FORM
 
 STAGE = "grpo_data"
 GRPO_OBJECTIVES = ("grpo", "sft_then_grpo")
@@ -40,7 +40,7 @@ def process(pairs: list[dict], engine, ctx, cfg: GrpoBuild) -> list[dict]:
         if cfg.verify:
             for side, label in SIDES.items():
                 item = JudgeItem(id=f"{p['pair_id']}/{side}", instruction=p["instruction"], answer_a=p[side])
-                out.append({**head, "example_id": item.id, "order": side, "label": label, "form": VERIFY_FORM,
+                out.append({**head, "example_id": item.id, "order": side, "label": label, "form": VERIFY_FORMAT,
                             "prompt": judge_messages(tpl, item, VERIFY)})
         else:
             for order, gold, item in both_orders(p["pair_id"], p["instruction"], p["chosen"], p["rejected"]):

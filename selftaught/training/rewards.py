@@ -21,25 +21,26 @@ from dataclasses import dataclass
 from typing import Optional
 
 from selftaught.degeneracy import is_degenerate
-from selftaught.parsing import REASONING_FIRST, VERDICT_FIRST, parse_verdict, parse_yes_no, verdict_open, VERIFY_OPEN
+from selftaught.parsing import REASONING_FIRST, VERDICT_FIRST, VERIFY_FORMAT as VERIFY
+from selftaught.stages.judge import VERIFY as VERIFY_FORM, VerdictForm, pairwise_form
 
-VERIFY = "verify"
 FORMS = (REASONING_FIRST, VERDICT_FIRST, VERIFY)  # how a judgment is read: the pairwise formats, or yes/no
 NAMES = ("correctness", "consistency", "format", "degeneracy")
 
 
+def _form(form: str) -> VerdictForm:
+    """The judge's own verdict form (its opening and its parser) for a ``grpo_data`` row's ``form``."""
+    return VERIFY_FORM if form == VERIFY else pairwise_form(form)
+
+
 def prefill(form: str) -> str:
     """The verdict's opening that ends a prefilled prompt (empty for reasoning_first, which reasons first)."""
-    if form == VERIFY:
-        return VERIFY_OPEN
-    return verdict_open(form) if form == VERDICT_FIRST else ""
+    return "" if form == REASONING_FIRST else _form(form).open
 
 
 def verdict(judgment: str, form: str) -> Optional[str]:
     """The verdict of a whole judgment (opening included), or None when it does not parse."""
-    if form == VERIFY:
-        return parse_yes_no(judgment).winner
-    return parse_verdict(judgment, form).winner
+    return _form(form).parse(judgment).winner
 
 
 def correctness(judgments: Sequence[str], labels: Sequence[str], forms: Sequence[str]) -> list[float]:
