@@ -336,3 +336,35 @@ def test_a_human_scored_set_through_the_eval_stage(tmp_path, tiny_model_path):
     assert s["in"] == s["out"] == 5 and m["graded"] == 5 and m["graded_parse_failure_rate"] == 0.0
     assert m["n_expected_score"] == 5 and "pearson_expected" in m  # constrained: the expected score correlates too
     assert s["rejected_by_reason"] == {"field 'score' must be a score from 1 to 5, got 7": 1}
+
+
+def test_judgebench_rows_and_its_both_order_score(tmp_path):
+    """JudgeBench's file shape and protocol: +1 / -1 / 0 per order, a pair right only when the sum is > 0,
+    per source category (hand-computed below)."""
+    import json
+
+    rows = [
+        {"pair_id": "k1", "source": "mmlu-pro-physics", "question": "q1", "response_A": "good", "response_B": "bad",
+         "label": "A>B"},
+        {"pair_id": "r1", "source": "livebench-reasoning", "question": "q2", "response_A": "bad", "response_B": "good",
+         "label": "B>A"},
+        {"pair_id": "m1", "source": "livebench-math", "question": "q3", "response_A": "x", "response_B": "y", "label": "A=B"},
+        {"pair_id": "c1", "source": "livecodebench", "question": "q4", "response_A": "same", "response_B": "same",
+         "label": "A>B"},
+    ]
+    f = tmp_path / "judgebench.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    pairs, rejects = load_eval_sets(EvalConfig(sets=[EvalSetConfig(path=str(f), name="judgebench")]))
+    assert [(p["eval_id"].rsplit("/", 1)[-1], p["subset"], p["chosen"]) for p in pairs] == [
+        ("k1", "knowledge", "good"), ("r1", "reasoning", "good")]  # B>A: response_B is the chosen one
+    assert len(rejects) == 2 and "A>B or B>A" in rejects[0]["reason"]
+    # Votes per order (+1 right, -1 wrong, 0 unparsed) -> the pair counts when the sum is > 0:
+    #   p1: +1 +1 = 2 -> right; p2: +1 -1 = 0 -> wrong (a position-biased judge); p3: +1 + 0 = 1 -> right;
+    #   p4: 0 + 0 = 0 -> wrong; p5 (subset "math"): -1 -1 -> wrong.  3 sets of 5: 2 right.
+    judged = [_row("p1", "AB", "A"), _row("p1", "BA", "B"), _row("p2", "AB", "A"), _row("p2", "BA", "A"),
+              _row("p3", "AB", "A"), _row("p3", "BA", None), _row("p4", "AB", None), _row("p4", "BA", None),
+              _row("p5", "AB", "B", subset="math"), _row("p5", "BA", "A", subset="math")]
+    m = metrics(judged)["constrained"]
+    assert m["gold"]["judgebench_accuracy"] == 0.4 and m["gold"]["both_orders_correct"] == 0.2
+    assert m["gold/s1"]["judgebench_accuracy"] == 0.5 and m["gold/math"]["judgebench_accuracy"] == 0.0
+    assert (m["gold"]["judgebench_accuracy_lo"], m["gold"]["judgebench_accuracy_hi"]) == (0.1176, 0.7693)

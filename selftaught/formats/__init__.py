@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from selftaught.formats import graded, llmbar, mt_bench, pairs_rows, rewardbench, rewardbench2
+from selftaught.formats import graded, judgebench, llmbar, mt_bench, pairs_rows, rewardbench, rewardbench2
 from selftaught.formats.reading import Reject, load_all
 
 # Most specific first: a RewardBench 2 row also has "chosen", an MT-Bench vote has neither.
-EVAL_FORMATS = (mt_bench, graded, rewardbench2, pairs_rows, llmbar, rewardbench)
+EVAL_FORMATS = (mt_bench, graded, rewardbench2, pairs_rows, judgebench, llmbar, rewardbench)
 
 
 def unrecognized() -> str:
     """The reason for a row no format reads: the user-facing shapes (a pairs stage's rows are the run's own)."""
-    shapes = [f.SHAPE for f in (llmbar, rewardbench, rewardbench2, mt_bench, graded)]
+    shapes = [f.SHAPE for f in (llmbar, rewardbench, rewardbench2, judgebench, mt_bench, graded)]
     return f"unrecognized row: expected {', '.join(shapes[:-1])} or {shapes[-1]}"
 
 

@@ -296,6 +296,10 @@ def _best_of_n(m: dict, rows: list[dict]) -> None:
              bootstrap_ratio(credits, [1.0] * len(credits)))
 
 
+def _vote(r: dict) -> int:
+    return 0 if r["verdict"] is None else 1 if r["correct"] else -1
+
+
 def _group_metrics(rows: list[dict]) -> dict:
     """Metrics over the judged rows of one group (a set or a subset) in one mode. Pairs without a
     gold answer (a best-of-n item's pairs of two wrong candidates) count only in ``_best_of_n``."""
@@ -315,6 +319,9 @@ def _group_metrics(rows: list[dict]) -> dict:
     _rate(m, "consistency", sum(p["AB"]["verdict"] is not None and p["BA"]["verdict"] is not None
                                  and p["AB"]["verdict"] != p["BA"]["verdict"] for p in both), len(both))
     _rate(m, "both_orders_correct", sum(p["AB"]["correct"] and p["BA"]["correct"] for p in both), len(both))
+    # JudgeBench's both-order score: each order votes +1 (right), -1 (wrong) or 0 (no verdict); a pair counts
+    # when its two votes sum > 0 (one right and one unparsed counts, one right and one wrong does not).
+    _rate(m, "judgebench_accuracy", sum(_vote(p["AB"]) + _vote(p["BA"]) > 0 for p in both), len(both))
     _rate_by_pair(m, "parse_failure_rate", by_pair, lambda r: r["verdict"] is None)
     _rate_by_pair(m, "verdict_A_rate", by_pair, lambda r: r["verdict"] == "A", counted=lambda r: r["verdict"] is not None)
     calibrated = [p for p in both if p["AB"].get("margin") is not None and p["BA"].get("margin") is not None]
