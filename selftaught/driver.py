@@ -21,7 +21,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from selftaught import console, eval_data, io
+from selftaught import console, eval_data, io, model_card
 from selftaught.config import ConfigError, RunConfig, abspath, config_hash, constrained, generator_constrained, validate
 from selftaught.distributed.generation import LocalRunner, RayRunner
 from selftaught.models import resolve_model
@@ -489,6 +489,8 @@ class Run:
         io.write_jsonl(store.root / "summary.jsonl", round_summaries)
         row = round_row(k, model, round_summaries)
         result.rounds.append(row)
+        if k >= 1 and Path(model.path) == store.root / "model":  # this round trained it: its model card
+            model_card.write(Path(model.path), model_card.judge_spec(self.cfg, k, self.seed.path), result.rounds)
         if any(not s.get("resumed") for s in round_summaries):  # log each round once, even across resumes
             self.tracker.log({m: v for m, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                              round=k)

@@ -65,14 +65,37 @@ def smollm2_gguf() -> Path:
     return gguf
 
 
+def ensure_architectures(folder: Path) -> bool:
+    """Name the model class in ``config.json`` when it names none (a model converted from GGUF): loaders that
+    build a model from the folder alone (TRL's trainers given a path, the hub's widgets) need it. Atomic;
+    returns whether it wrote."""
+    import json
+
+    config = Path(folder) / "config.json"
+    cfg = json.loads(config.read_text())
+    if cfg.get("architectures"):
+        return False
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from selftaught import atomic
+
+    cfg["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[AutoConfig.from_pretrained(folder).model_type]]
+    atomic.write_text(config, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return True
+
+
 def ensure_smollm2(out: Path) -> Path:
-    """Convert the embedded GGUF into ``out`` once; concurrent callers wait on a file lock."""
-    if (out / COMPLETE).is_file():
+    """Convert the embedded GGUF into ``out`` once; concurrent callers wait on a file lock. A folder converted
+    before ``config.json`` named its architecture gets it named once (its fingerprint changes: what was
+    cached on it is redone once)."""
+    if (out / COMPLETE).is_file() and _names_architecture(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
         if (out / COMPLETE).is_file():
+            ensure_architectures(out)
             return out
         gguf = smollm2_gguf()
         log.warning("converting %s to a safetensors HF folder %s once (~25 s)", gguf.name, out)
@@ -86,6 +109,12 @@ def ensure_smollm2(out: Path) -> Path:
         os.rename(tmp, out)  # atomic on one filesystem
         log.warning("converted in %.1f s", time.time() - t0)
     return out
+
+
+def _names_architecture(folder: Path) -> bool:
+    import json
+
+    return bool(json.loads((folder / "config.json").read_text()).get("architectures"))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -103,6 +132,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     cfg.tie_word_embeddings = True  # SmolLM2 ties lm_head to embed_tokens
     cfg.dtype = "float32"
     cfg._name_or_path = SMOLLM2_DIR
+    cfg.architectures = [type(model).__name__]  # LlamaForCausalLM: loaders given the folder alone need it
     # save_pretrained refuses GGUF-loaded models: write the tensors ourselves, minus the tied head.
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     out.mkdir(parents=True)

@@ -71,6 +71,11 @@ def test_two_rounds_zero2_resume(tmp_path, tiny_model_path, env):
             assert (root / f"round_{k}" / s / MARKER).is_file(), (k, s)
     m1, m2 = root / "round_1" / "model", root / "round_2" / "model"
     assert result.models == {0: tiny_model_path, 1: str(m1), 2: str(m2)}
+    # Each trained round's folder carries its model card (the eval table up to that round) and how to call it.
+    for k, m in ((1, m1), (2, m2)):
+        assert json.loads((m / "selftaught_judge.json").read_text())["round"] == k
+        card = (m / "README.md").read_text()
+        assert card.startswith("---\n") and "model-index:" in card and f"| {k} | demo_eval |" in card
 
     # Round 1 keeps a non-zero, balanced set of examples (adaptive waves + swap augmentation).
     j1 = json.loads((root / "round_1" / "judge" / "summary.json").read_text())
