@@ -8,6 +8,9 @@
     selftaught judge model.path=/abs/model judge_file.path=pairs.jsonl [judge_file.dpo_out=dpo.jsonl]
                                                 # decide a file of response pairs, both orders
     selftaught judge judge_file.mode=absolute judge_file.path=responses.jsonl   # grade responses 1-5
+    selftaught serve model.path=/abs/model [serve.port=8000 serve.host=0.0.0.0 judge_file.decide=verify]
+                                                # the judge behind HTTP: /v1/compare /v1/grade /get_reward
+    selftaught export runs/demo/round_2 OUT     # a trained round as a hub-ready folder (card, weights, prompts)
     selftaught submit --address http://head:8265 --storage /abs/shared/runs -- rounds=2 cluster=gpu_node
                                                 # the same run as a Ray job (see distributed/submit.py)
 
@@ -30,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from selftaught.config import ConfigError, RunConfig, register_configs, to_object, validate
 from selftaught.overrides import CONF_DIR, CONF_PATH, compose, hydra_error  # noqa: F401 - CONF_DIR, compose: API
 
-COMMANDS = ("run", "eval", "judge", "submit")
+COMMANDS = ("run", "eval", "judge", "serve", "export", "submit")
 EXIT_CONFIG = 2  # every config error, whichever layer finds it
 log = logging.getLogger("selftaught")
 
@@ -101,6 +104,13 @@ def _judge(cfg: DictConfig) -> None:
     _guarded(judge_pairs, typed)
 
 
+def _serve(cfg: DictConfig) -> None:
+    typed = _typed(cfg)
+    from selftaught.serve.server import serve
+
+    _guarded(serve, typed)
+
+
 def check_overrides(argv: list[str]) -> None:
     """Compose and check what ``hydra.main`` is about to run, every sweep point of ``-m`` included,
     so that a config error is one line and exit 2 before anything starts (Hydra's own errors are
@@ -131,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command = argv.pop(0)
+    if command == "export":  # not a Hydra app either: a round folder in, a hub-ready folder out
+        from selftaught.export import main as export_main
+
+        raise SystemExit(export_main(argv))
     if command == "submit":  # not a Hydra app: it ships `run` overrides to a Ray cluster as a job
         from selftaught.distributed.submit import main as submit_main
 
@@ -138,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     check_overrides(argv)
     register_configs()
     sys.argv = [f"selftaught {command}", *argv]  # Hydra parses sys.argv
-    entry = {"run": _run, "eval": _eval, "judge": _judge}[command]
+    entry = {"run": _run, "eval": _eval, "judge": _judge, "serve": _serve}[command]
     hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")(entry)()
 
 

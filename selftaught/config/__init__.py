@@ -10,7 +10,7 @@ after an engine has started. Sections are frozen once built: ``dataclasses.repla
 checked copy.
 
 One module per section, next to the stage that reads it (``engine``, ``data``, ``pairs``, ``judge``, ``train``,
-``eval``), the run and its cross-section checks (``run``), the Hydra side (``hydra``) and what they share
+``eval``, ``serve``), the run and its cross-section checks (``run``), the Hydra side (``hydra``) and what they share
 (``base``); every name is importable from ``selftaught.config``.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from selftaught.config.engine import ModelConfig, EngineConfig, RayConfig, Gener
 from selftaught.config.data import DataSourceConfig, DataConfig, CategorizeConfig, SelectConfig
 from selftaught.config.pairs import NeighborConfig, PairChecksConfig, PairsConfig
 from selftaught.config.judge import JudgeConfig, JudgeFileConfig
+from selftaught.config.serve import REWARDS, LOCAL_HOSTS, ServeConfig
 from selftaught.config.train import (LoraConfig, DpoConfig, GrpoConfig, TRAIN_OBJECTIVES, TRAIN_ATTENTION, TrainConfig,
                                      deepspeed_file, load_deepspeed)
 from selftaught.config.eval import EvalSetConfig, HoldoutConfig, EvalConfig, eval_set_name
@@ -35,6 +36,7 @@ __all__ = ["RECIPE_CATEGORIES", "EMBEDDED_MODEL", "JUDGE_FORMATS", "EVAL_MODES",
            "LR_SCHEDULERS", "CONF_PACKAGE", "ConfigError", "BaseConfig", "config_hash", "abspath", "ModelConfig",
            "EngineConfig", "RayConfig", "GeneratorConfig", "DataSourceConfig", "DataConfig", "CategorizeConfig",
            "SelectConfig", "NeighborConfig", "PairChecksConfig", "PairsConfig", "JudgeConfig", "JudgeFileConfig",
+           "REWARDS", "LOCAL_HOSTS", "ServeConfig",
            "LoraConfig", "DpoConfig", "GrpoConfig", "TRAIN_OBJECTIVES", "TRAIN_ATTENTION", "TrainConfig", "deepspeed_file",
            "load_deepspeed", "EvalSetConfig", "HoldoutConfig", "EvalConfig", "eval_set_name", "TrackingConfig",
            "RunConfig", "validate", "check_shared_storage", "stage_names", "eval_config", "constrained",

@@ -10,6 +10,7 @@ from selftaught.config.data import CategorizeConfig, DataConfig, SelectConfig
 from selftaught.config.engine import EngineConfig, GeneratorConfig, ModelConfig, RayConfig
 from selftaught.config.eval import EvalConfig, eval_set_name
 from selftaught.config.judge import JudgeConfig, JudgeFileConfig
+from selftaught.config.serve import ServeConfig
 from selftaught.config.pairs import PairsConfig
 from selftaught.config.train import TrainConfig, load_deepspeed
 
@@ -60,6 +61,7 @@ class RunConfig(BaseConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     judge_file: JudgeFileConfig = field(default_factory=JudgeFileConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,8 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     _check(f.decide not in ("logprob", "verify") or (constrained(cfg) if f.constrained is None else f.constrained),
            "judge_file.decide", f"{f.decide} needs constrained decoding (the verdict's log-odds), and this judge decodes "
            "free; set judge_file.constrained=true")
+    _check(cfg.serve.reward != "verify" or (constrained(cfg) if f.constrained is None else f.constrained), "serve.reward",
+           "verify reads P(yes) from the verdict's log-odds, and this judge decodes free; set judge_file.constrained=true")
     _check_deterministic(cfg)
     check_shared_storage(cfg.output_dir, cfg.ray)
     t = cfg.train
