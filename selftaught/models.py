@@ -87,15 +87,14 @@ def ensure_architectures(folder: Path) -> bool:
 
 def ensure_smollm2(out: Path) -> Path:
     """Convert the embedded GGUF into ``out`` once; concurrent callers wait on a file lock. A folder converted
-    before ``config.json`` named its architecture gets it named once (its fingerprint changes: what was
-    cached on it is redone once)."""
-    if (out / COMPLETE).is_file() and _names_architecture(out):
+    before ``config.json`` named its architecture is left as it is: rewriting it would change the seed's
+    fingerprint and redo every stage cached on it (``rm -r`` the folder to convert it again)."""
+    if (out / COMPLETE).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
         if (out / COMPLETE).is_file():
-            ensure_architectures(out)
             return out
         gguf = smollm2_gguf()
         log.warning("converting %s to a safetensors HF folder %s once (~25 s)", gguf.name, out)
@@ -109,12 +108,6 @@ def ensure_smollm2(out: Path) -> Path:
         os.rename(tmp, out)  # atomic on one filesystem
         log.warning("converted in %.1f s", time.time() - t0)
     return out
-
-
-def _names_architecture(folder: Path) -> bool:
-    import json
-
-    return bool(json.loads((folder / "config.json").read_text()).get("architectures"))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
