@@ -119,7 +119,7 @@ def _client() -> JudgeClient:
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any = None,
-                  extra_info: Optional[dict] = None) -> float:
+                  extra_info: Optional[dict] = None, **kwargs) -> float:
     """veRL's custom reward function: the prompt is ``extra_info["question"]`` (or ``["prompt"]``, a string or
     chat messages), the reference ``ground_truth`` when it is a string. Unscorable: 0.0."""
     info = extra_info or {}

@@ -343,3 +343,23 @@ def test_ray_serve_replicas_answer_as_the_single_process(tiny_model_path, tiny_e
         serve.shutdown()
         if started:
             ray.shutdown()
+
+
+def test_verl_and_openrlhf_adapters_call_the_live_server(service, monkeypatch):
+    from selftaught import reward
+
+    monkeypatch.setenv("SELFTAUGHT_JUDGE_URL", service.url)
+    monkeypatch.setenv("SELFTAUGHT_SERVE_TOKEN", "s3cret")
+    reward._clients.clear()
+    s = reward.compute_score("demo", "Paris.", "Paris", {"question": [{"role": "user", "content": "Capital of France?"}]})
+    assert 1 <= s <= 5  # this service's reward is the expected 1-5 score
+    prompt = "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n"
+    out = reward.reward_func([prompt + "Paris.", prompt + "Lyon."], [prompt, prompt], ["Paris", "Paris"])
+    assert out["rewards"].shape == (2,) and out["extra_logs"]["judge_unscored"].tolist() == [0.0, 0.0]
+    with pytest.raises(reward.JudgeError, match="needs the prompt"):
+        reward.compute_score("demo", "Paris.", "Paris", {})
+    monkeypatch.setenv("SELFTAUGHT_SERVE_TOKEN", "wrong")
+    reward._clients.clear()
+    with pytest.raises(reward.JudgeError, match="401 missing or wrong bearer token"):
+        reward.compute_score("demo", "Paris.", None, {"question": "Capital of France?"})
+    reward._clients.clear()
