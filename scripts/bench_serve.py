@@ -131,8 +131,9 @@ async def soak(url: str, pid: int, seconds: float, clients: int) -> dict:
 
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
         await asyncio.gather(sampler(), *(client(http) for _ in range(clients)))
-    return {"codes": codes, "wrong": wrong, "rss_first": mem[0], "rss_last": mem[-1], "rss_max": max(mem),
-            "samples": len(mem)}
+    # After the first minute (warm-up: allocator pools, the engine's buffers) the RSS should stay flat.
+    return {"codes": codes, "wrong": wrong, "rss_first": mem[0], "rss_1min": mem[min(6, len(mem) - 1)],
+            "rss_last": mem[-1], "rss_max": max(mem), "samples": len(mem)}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -168,7 +169,7 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGINT)
             server.wait(timeout=120)
-        print(f"\n/v1/compare, one pair per request ({' '.join(overrides)}; {a.requests} requests a level)")
+        print(f"\n/v1/compare, one pair per request (overrides: {' '.join(overrides)}; {a.requests} requests a level)")
         print(f"{'clients':>7} | {'direct pairs/s':>14} | {'served req/s':>12} | {'served/direct':>13} | "
               f"{'p50 s':>6} | {'p99 s':>6}")
         for c, d, s, p50, p99 in rows:
@@ -183,8 +184,8 @@ def main() -> None:
                 server.wait(timeout=120)
             print(f"\noverload: {4 * q} clients for {a.soak_s:.0f} s at serve.max_queue={q}: responses {s['codes']}, "
                   f"answers carrying another request's id {s['wrong']}; server RSS (with the engine core) "
-                  f"{s['rss_first']:.0f} MB first, {s['rss_last']:.0f} MB last, {s['rss_max']:.0f} MB max over "
-                  f"{s['samples']} samples")
+                  f"{s['rss_first']:.0f} MB at the start, {s['rss_1min']:.0f} MB after 1 min, {s['rss_last']:.0f} MB "
+                  f"at the end, {s['rss_max']:.0f} MB max ({s['samples']} samples, every 10 s)")
 
 
 if __name__ == "__main__":
