@@ -216,7 +216,8 @@ def test_without_the_reward_nothing_is_learned(tmp_path, smollm2_path):
 @pytest.mark.parametrize("strategy,workers,lora", [("zero3", 2, False), ("plain", 1, True)])
 def test_grpo_under_zero3_and_with_lora(strategy, workers, lora, tmp_path, tiny_model_path, ray_local):
     """ZeRO-3 (generation gathers the partitioned weights) and LoRA (the adapter merged into the saved model):
-    GRPO trains its steps and saves a model that loads, pairs intact."""
+    GRPO trains its steps and saves a model that loads, pairs intact. ZeRO-3's 2 workers group advantages by
+    pair (a pair's presentations may be sampled on both: the gathered batch is grouped)."""
     from transformers import AutoModelForCausalLM
 
     from selftaught.config import LoraConfig
@@ -227,10 +228,11 @@ def test_grpo_under_zero3_and_with_lora(strategy, workers, lora, tmp_path, tiny_
     cfg = TrainConfig(objective="grpo", strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json",
                       num_workers=workers, per_device_batch_size=8 // workers, gradient_accumulation_steps=1, max_steps=2,
                       warmup_steps=0, lr=1e-4, logging_steps=1, lora=LoraConfig(enabled=lora),
-                      grpo=GrpoConfig(num_generations=4, max_completion_length=4))
+                      grpo=GrpoConfig(num_generations=4, max_completion_length=4, group="pair" if workers == 2 else "prompt"))
     res = train_with_ray(None, tiny_model_path, str(tmp_path / "model"), cfg, RAY, grpo_path=str(tmp_path / "g.parquet"))
     assert res.metrics["steps"] == 2 and res.metrics["world_size"] == workers and res.metrics["lora"] is lora
     assert all(h.get("rewards/unpaired", 0) == 0 for h in res.log_history)
+    assert all(("frac_pair_reward_zero_std" in h) == (workers == 2) for h in res.log_history if "reward" in h)
     AutoModelForCausalLM.from_pretrained(res.model_path)
 
 
@@ -264,3 +266,19 @@ def test_a_round_with_grpo(tmp_path, tiny_model_path, ray_local):
     again = Run(compose(args))
     again.run()
     assert all(x.get("resumed") for x in again.summaries)
+
+
+def test_pair_groups_keep_a_spread_where_prompt_groups_have_none():
+    """A judge that says Yes to every answer: per prompt, each group's rewards are all 1 (chosen) or all 0
+    (rejected), so TRL's advantages are 0; per pair, right and wrong differ (hand-computed)."""
+    totals = [1.0] * 4 + [0.0] * 4 + [1.0, 1.0, 0.0, float("nan")]  # pair p: chosen Yes x4, rejected Yes x4; pair q
+    pairs = ["p"] * 8 + ["q"] * 4
+    adv, flat = rewards.pair_advantages(totals, pairs, scale=False)
+    assert adv[:8] == [0.5] * 4 + [-0.5] * 4 and flat == 0.0
+    assert adv[8:] == pytest.approx([1 / 3, 1 / 3, -2 / 3, 0.0])  # the NaN: out of the mean, advantage 0
+    scaled, _ = rewards.pair_advantages(totals[:8], pairs[:8])
+    std = (8 * 0.25 / 7) ** 0.5  # sample std of four 1s and four 0s
+    assert scaled[0] == pytest.approx(0.5 / (std + 1e-4)) and scaled[7] == pytest.approx(-0.5 / (std + 1e-4))
+    assert rewards.pair_advantages([1.0, 1.0], ["p", "p"]) == ([0.0, 0.0], 1.0)  # no spread: nothing to learn
+    with pytest.raises(ConfigError, match="train.grpo.group"):
+        GrpoConfig(group="batch")

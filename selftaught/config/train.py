@@ -69,6 +69,10 @@ class GrpoConfig(BaseConfig):
     consistency: float = 1.0
     format: float = 0.1
     degeneracy: float = 0.5
+    # The group whose rewards are normalised: prompt (TRL's: the samples of one presentation) or pair (both
+    # presentations of a pair together: a judge that gives every answer the same verdict still sees a spread,
+    # right on one answer, wrong on the other; training.rewards.pair_advantages).
+    group: str = "prompt"
     beta: float = 0.0  # KL to the start model; 0: no reference model is loaded (TRL's default)
     epsilon: float = 0.2  # PPO clip
     lr: Optional[float] = None  # null: train.lr
@@ -84,6 +88,7 @@ class GrpoConfig(BaseConfig):
         self._check(self.correctness + self.consistency > 0, "correctness",
                     "correctness and consistency cannot both be 0: nothing would reward a right verdict")
         self._check(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
+        self._check(self.group in ("prompt", "pair"), "group", f"must be prompt|pair, got {self.group!r}")
         self._check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null, got {self.lr}")
         self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
 

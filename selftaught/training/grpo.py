@@ -144,8 +144,9 @@ def reference_as_causal_lm() -> Iterator[None]:
         trl_grpo.create_model_from_path = original
 
 
-def judge_grpo_trainer(base: type) -> type:
-    """A subclass of TRL's ``GRPOTrainer`` (``base``): pairs kept together, consistency over the gathered batch."""
+def judge_grpo_trainer(base: type, group_pairs: bool = False) -> type:
+    """A subclass of TRL's ``GRPOTrainer`` (``base``): pairs kept together, consistency over the gathered batch;
+    ``group_pairs`` (``train.grpo.group=pair``): advantages normalised over a pair's two presentations."""
 
     class JudgeGRPOTrainer(base):
         def _get_train_sampler(self, dataset=None):
@@ -158,7 +159,11 @@ def judge_grpo_trainer(base: type) -> type:
         def _generate_and_score_completions(self, inputs):
             # TRL's step_time holds the whole step; this is its sampling and scoring part (optimisation: the rest).
             t0 = time.perf_counter()
+            self._pair_advantages = None
             out = super()._generate_and_score_completions(inputs)
+            if self._pair_advantages is not None:  # train.grpo.group=pair: this process's slice of the gathered ones
+                n, i = out["advantages"].shape[0], self.accelerator.process_index
+                out["advantages"] = self._pair_advantages[i * n:(i + 1) * n].to(out["advantages"])
             self._metrics["train" if self.model.training else "eval"]["time/generate_s"].append(time.perf_counter() - t0)
             return out
 
@@ -173,6 +178,11 @@ def judge_grpo_trainer(base: type) -> type:
             per_func[:, CONSISTENCY] = torch.tensor(cons, dtype=per_func.dtype, device=per_func.device)
             mode = "train" if self.model.training else "eval"
             self._metrics[mode]["rewards/unpaired"].append(float(unpaired))
+            if group_pairs:
+                totals = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+                adv, flat = rewards.pair_advantages(totals.tolist(), [k[0] for k in keys], scale=self.scale_rewards != "none")
+                self._pair_advantages = torch.tensor(adv, dtype=per_func.dtype)
+                self._metrics[mode]["frac_pair_reward_zero_std"].append(flat)
             return per_func
 
     return JudgeGRPOTrainer

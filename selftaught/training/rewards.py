@@ -16,6 +16,7 @@ plus what the judge wrote) earns:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -97,3 +98,32 @@ def total(judgments: Sequence[str], labels: Sequence[str], forms: Sequence[str],
     cons, _ = consistency(c, pair_ids, orders)
     parts = (c, cons, format_ok(judgments, forms), degeneracy(judgments))
     return [sum(wi * p[i] for wi, p in zip(w.as_list(), parts)) for i in range(len(judgments))]
+
+
+def pair_advantages(totals: Sequence[float], pair_ids: Sequence[str], scale: bool = True) -> tuple[list[float], float]:
+    """GRPO's advantages with one group per pair (``train.grpo.group=pair``) instead of one per prompt: each
+    judgment's total reward minus the mean over every judgment of its pair, both presentations together
+    (divided by their std + 1e-4 when ``scale``, as TRL's ``scale_rewards="group"``).
+
+    Per prompt (TRL's groups), a judge that says Yes to everything earns the same reward on every sample of a
+    prompt: no spread, no advantage, nothing left to learn (the collapse the demo's GRPO round shows). Per pair,
+    its Yes to the chosen answer (right) and its Yes to the rejected one (wrong) still differ, so the group ranks
+    them. Returns (advantages in input order, the share of pairs whose rewards have no spread). A NaN total (an
+    unscorable judgment) gets 0 and stays out of its pair's mean."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pair_ids):
+        groups.setdefault(p, []).append(i)
+    out = [0.0] * len(totals)
+    flat = 0
+    for idx in groups.values():
+        vals = [totals[i] for i in idx if not math.isnan(totals[i])]
+        if not vals:
+            flat += 1
+            continue
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        flat += std == 0.0
+        for i in idx:
+            if not math.isnan(totals[i]):
+                out[i] = (totals[i] - mean) / (std + 1e-4) if scale else totals[i] - mean
+    return out, flat / len(groups) if groups else 0.0

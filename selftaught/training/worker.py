@@ -131,9 +131,9 @@ def load_grpo(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, g
     model = _model(cfg, base_model, gpu, ds_cfg, tokenizer, attention_implementation(cfg, gpu, packed=False))
     lora = peft_config(cfg.lora)
     with grpo.reference_as_causal_lm():
-        trainer = grpo.judge_grpo_trainer(GRPOTrainer)(model=model, reward_funcs=list(grpo.REWARD_FUNCS), args=args,
-                                                       train_dataset=dataset, processing_class=tokenizer,
-                                                       peft_config=lora)
+        trainer_cls = grpo.judge_grpo_trainer(GRPOTrainer, group_pairs=cfg.grpo.group == "pair")
+        trainer = trainer_cls(model=model, reward_funcs=list(grpo.REWARD_FUNCS), args=args, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=lora)
     return trainer, lora
 
 
