@@ -11,6 +11,8 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - ``acc_AB`` / ``acc_BA``: accuracy with the better answer in position A / B
 - ``accuracy``: over both orders
 - ``consistency``: the same answer wins in both orders (position consistency)
+- ``both_orders_correct``; ``judgebench_accuracy`` (JudgeBench's score: +1 / -1 / 0 per order, a pair right when
+  the sum is > 0)
 - ``parse_failure_rate``, ``verdict_A_rate`` (position bias), ``majority_accuracy`` (when k > 1)
 - ``calibrated_accuracy`` (constrained): the pair's verdict log-odds averaged over its two orders
   decide, i.e. the position bias is removed (contextual calibration); needs no extra decoding
