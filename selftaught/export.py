@@ -7,7 +7,8 @@ OUT gets the weights, config, tokenizer and chat template, the model card (``REA
 run's ``summary.json`` so its eval table has every round up to this one, with the eval results in its
 ``model-index``), ``selftaught_judge.json`` (how the judge is called) and ``prompts/`` (the judge's prompt
 templates, as ``selftaught`` reads them). What only training needs (``training_args.bin``, checkpoints) stays.
-The folder is written beside OUT and renamed into place: a killed export leaves no half folder.
+The folder is written beside OUT (fsynced) and renamed into place, the old OUT moved aside first: a killed export
+leaves the old folder or the new one, never a half one.
 """
 from __future__ import annotations
 
@@ -37,17 +38,35 @@ def export(src: Path, out: Path, force: bool = False) -> Path:
     if spec is None:
         raise ExportError(f"{model} has no {model_card.JUDGE_FILE} (a round trained before model cards): rerun its "
                           f"`selftaught run` with the same overrides; every stage is reused and the card is written")
+    if out == model or out in model.parents or model in out.parents:
+        raise ExportError(f"{out} holds or is inside the round's model folder {model}: export somewhere else")
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty (--force replaces it)")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(model, spec, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # The old folder moves aside before the new one moves in: a kill between the renames leaves both beside OUT.
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.rename(out, old)
+    os.rename(tmp, out)
+    atomic.fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _write(model: Path, spec: dict, tmp: Path) -> None:
+    from selftaught.prompts import PROMPTS_DIR
+
     tmp.mkdir(parents=True)
     for f in sorted(model.iterdir()):
         if f.is_file() and f.name not in LEFT_OUT:
             shutil.copy2(f, tmp / f.name)
     ensure_architectures(tmp)
-    from selftaught.prompts import PROMPTS_DIR
-
     (tmp / "prompts").mkdir()
     for name in model_card.prompt_names(spec):
         base = Path(name) if "/" in name else PROMPTS_DIR / name
@@ -59,11 +78,11 @@ def export(src: Path, out: Path, force: bool = False) -> Path:
     if summary.is_file():
         rows = [r for r in json.loads(summary.read_text()) if r["round"] <= spec["round"]]
         atomic.write_text(tmp / "README.md", model_card.render(spec, rows))
+    for f in [*tmp.iterdir(), *(tmp / "prompts").iterdir()]:
+        if f.is_file():
+            atomic.fsync_file(f)
+    atomic.fsync_dir(tmp / "prompts")
     atomic.fsync_dir(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
-    return out
 
 
 def main(argv: list[str]) -> int:

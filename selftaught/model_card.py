@@ -38,7 +38,7 @@ def seed_meta(cfg: RunConfig, seed_path: str) -> dict:
     if card.is_file():
         from huggingface_hub import ModelCard
 
-        data = ModelCard.load(str(card)).data.to_dict()
+        data = ModelCard.load(str(card), ignore_metadata_errors=True).data.to_dict()
         out["license"] = data.get("license")
         out["base_model"] = out["base_model"] or data.get("base_model")
     return out
@@ -93,11 +93,14 @@ def eval_results(row: dict, model_name: str) -> list:
     out = []
     for mode, name in _sets(row):
         p = f"eval/{mode}/{name}"
+        value = row.get(f"{p}/accuracy")
+        if value is None or value != value:  # no pair counted (all too long): no result, the hub rejects a NaN
+            continue
         lo, hi = row.get(f"{p}/accuracy_lo"), row.get(f"{p}/accuracy_hi")
         interval = f", 95% CI [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
         out.append(EvalResult(task_type="text-classification", task_name="pairwise preference (judge)",
                               dataset_type=f"selftaught/{name}", dataset_name=name, metric_type="accuracy",
-                              metric_value=row[f"{p}/accuracy"], metric_name=f"accuracy ({mode}{interval})",
+                              metric_value=value, metric_name=f"accuracy ({mode}{interval})",
                               verified=False))
     return out
 

@@ -10,8 +10,9 @@
 Every adapter posts to ``/get_reward``; what the reward is (P(yes), the 1-5 expected score, or the verdict
 against a reference answer) is the server's ``serve.reward``. The URL and token come from the arguments or
 ``$SELFTAUGHT_JUDGE_URL`` / ``$SELFTAUGHT_SERVE_TOKEN``. A 429 is retried after its ``Retry-After``; a
-connection error a few times; anything else raises with the server's one-line error. Rows the judge could
-not score (a prompt too long for its context) come back as None (TRL: NaN, ignored in the mean).
+connection error a few times; anything else raises with the server's one-line error. Batches larger than the
+server's ``serve.max_rows`` are sent in chunks. Items the judge could not score (a prompt too long for its
+context) come back as None to TRL (NaN, left out of the mean) and as the scale's middle to veRL and OpenRLHF.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class JudgeClient:
     """A small synchronous client of ``selftaught serve``."""
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 300.0,
-                 retries: int = 5):
+                 retries: int = 5, max_rows: int = 256):
         url = url or os.environ.get(URL_ENV)
         if not url:
             raise JudgeError(f"no judge URL: pass url= or set ${URL_ENV} (e.g. http://127.0.0.1:8000)")
@@ -40,7 +41,7 @@ class JudgeClient:
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        self.retries = retries
+        self.retries, self.max_rows = retries, max_rows  # max_rows: the server's serve.max_rows (larger: chunked)
 
     def post(self, path: str, body: Any) -> Any:
         for attempt in range(self.retries + 1):
@@ -63,18 +64,35 @@ class JudgeClient:
             return r.json()
         raise JudgeError(f"{self.url}{path}: still overloaded after {self.retries} retries")
 
+    def _chunks(self, n: int) -> list[slice]:
+        return [slice(i, i + self.max_rows) for i in range(0, n, self.max_rows)]
+
     def compare(self, rows: list[dict]) -> list[dict]:
-        return self.post("/v1/compare", rows)
+        return [r for c in self._chunks(len(rows)) for r in self.post("/v1/compare", rows[c])]
 
     def grade(self, rows: list[dict]) -> list[dict]:
-        return self.post("/v1/grade", rows)
+        return [r for c in self._chunks(len(rows)) for r in self.post("/v1/grade", rows[c])]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              labels: Optional[Sequence[Optional[str]]] = None) -> dict:
+        """``/get_reward``'s answer for any number of items (sent ``max_rows`` at a time): ``rewards`` (an
+        unscored item holds the scale's middle), ``errors`` (item index -> why it is unscored), ``reward``."""
+        prompts, responses = list(prompts), list(responses)
+        labels = None if labels is None else list(labels)
+        out: dict = {"rewards": [], "errors": {}}
+        for c in self._chunks(len(prompts)):
+            got = self.post("/get_reward", {"prompts": prompts[c], "responses": responses[c],
+                                            "labels": None if labels is None else labels[c]})
+            out["errors"].update({str(int(i) + c.start): why for i, why in (got.get("errors") or {}).items()})
+            out["rewards"] += got["rewards"]
+            out["reward"] = got.get("reward")
+        return out
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str],
                 labels: Optional[Sequence[Optional[str]]] = None) -> list[Optional[float]]:
-        out = self.post("/get_reward", {"prompts": list(prompts), "responses": list(responses),
-                                        "labels": None if labels is None else list(labels)})
-        failed = out.get("errors") or {}
-        return [None if str(i) in failed else r for i, r in enumerate(out["rewards"])]
+        """The rewards, None where the judge could not score the item."""
+        out = self.score(prompts, responses, labels)
+        return [None if str(i) in out["errors"] else r for i, r in enumerate(out["rewards"])]
 
     def close(self) -> None:
         self._http.close()
@@ -121,24 +139,27 @@ def _client() -> JudgeClient:
 def compute_score(data_source: str, solution_str: str, ground_truth: Any = None,
                   extra_info: Optional[dict] = None, **kwargs) -> float:
     """veRL's custom reward function: the prompt is ``extra_info["question"]`` (or ``["prompt"]``, a string or
-    chat messages), the reference ``ground_truth`` when it is a string. Unscorable: 0.0."""
+    chat messages), the reference ``ground_truth`` when it is a string. Unscorable: the scale's middle."""
     info = extra_info or {}
     prompt = info.get("question", info.get("prompt"))
     if prompt is None:
         raise JudgeError("compute_score needs the prompt: put it in the dataset's extra_info as 'question'")
     label = ground_truth if isinstance(ground_truth, str) else None
-    r = _client().rewards([_text(prompt)], [solution_str], [label])[0]
-    return 0.0 if r is None else float(r)
+    return float(_client().score([_text(prompt)], [solution_str], [label])["rewards"][0])
 
 
 def reward_func(queries: list[str], prompts: list[str], labels: Optional[list] = None, **kwargs) -> dict:
     """OpenRLHF's ``--remote_rm_url <this file>``: the same call, with the token (its HTTP client sends none).
-    Returns its dict: rewards, scores (the same), extra_logs (the share the judge could not score; those are 0.0)."""
+    Returns its dict: rewards, scores (the same), extra_logs (which items the judge could not score: they hold the
+    scale's middle)."""
     import torch
 
-    responses = [q[len(p):] if q.startswith(p) else q for q, p in zip(queries, prompts)]
+    from selftaught.serve.requests import response_of
+
+    # A query that does not start with its prompt (a decoding that does not round-trip) is sent whole.
+    responses = [response_of(q, p) or q for q, p in zip(queries, prompts)]
     labels = [x if isinstance(x, str) else None for x in labels] if labels is not None else None
-    got = _client().rewards(prompts, responses, labels)
-    rewards = torch.tensor([0.0 if r is None else r for r in got])
-    unscored = torch.tensor([float(r is None) for r in got])
+    got = _client().score(prompts, responses, labels)
+    rewards = torch.tensor(got["rewards"], dtype=torch.float32)
+    unscored = torch.tensor([float(str(i) in got["errors"]) for i in range(len(queries))])
     return {"rewards": rewards, "scores": rewards, "extra_logs": {"judge_unscored": unscored}}

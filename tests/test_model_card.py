@@ -47,6 +47,16 @@ def test_card_header_carries_base_license_and_eval_results(tmp_path):
     assert "| training rows | 510 |" in text and "| final train loss | 0.1721 |" in text
 
 
+def test_a_set_without_an_accuracy_has_no_model_index_entry(tmp_path):
+    """Every pair too long for the context: accuracy None; the card still parses (the hub rejects a result
+    without a value)."""
+    rows = [dict(ROWS[0]), {**ROWS[1], "eval/verify/holdout/accuracy": None, "eval/verify/holdout/accuracy_lo": None,
+                            "eval/verify/holdout/accuracy_hi": None}]
+    (tmp_path / "README.md").write_text(model_card.render(_spec(), rows))
+    card = ModelCard.load(str(tmp_path / "README.md"))
+    assert not card.data.eval_results and "| 1 | holdout | verify | 65 | – |" in card.text
+
+
 def _round(tmp_path: Path, tiny_model_path: str, spec: bool = True) -> Path:
     run = tmp_path / "runs" / "card"
     model = run / "round_1" / "model"
@@ -74,7 +84,12 @@ def test_export_writes_a_hub_ready_folder(tmp_path, tiny_model_path):
     assert not list(tmp_path.glob(".out.tmp-*"))
     with pytest.raises(ExportError, match="exists and is not empty"):
         export(src, out)
-    assert export(src, out, force=True) == out
+    assert export(src, out, force=True) == out and (out / "model.safetensors").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no tmp or old folder left
+    for inside in (src / "model", src, tmp_path / "runs"):  # never over its own source
+        with pytest.raises(ExportError, match="holds or is inside"):
+            export(src, inside, force=True)
+    assert (src / "model" / "model.safetensors").is_file()
 
 
 def test_export_refuses_a_folder_without_its_judge_spec(tmp_path, tiny_model_path):

@@ -118,17 +118,43 @@ def test_bad_input_is_one_line_naming_the_field(service):
             "same": c.post("/v1/compare", json={**GOOD, "response_b": GOOD["response_a"]}),
             "blank": c.post("/v1/grade", json={"instruction": " ", "response": "y"}),
             "lengths": c.post("/get_reward", json={"query": ["a b"], "prompts": ["a", "c"]}),
-            "prefix": c.post("/get_reward", json={"query": ["x y"], "prompts": ["a"]}),
             "empty": c.post("/v1/compare", json=[]),
         }
     want = {"malformed": "body: not JSON", "missing": "response_b: Field required",
             "in a list": "[1].response_b: Input should be a valid string", "same": "the same text",
             "blank": "instruction: must not be empty", "lengths": "query has 1 items and prompts 2",
-            "prefix": "query[0] does not start with prompts[0]", "empty": "empty list"}
+            "empty": "empty list"}
     for name, r in cases.items():
         assert r.status_code == 400, (name, r.text)
         err = r.json()["error"]
         assert want[name] in err and "\n" not in err, (name, err)
+
+
+def test_reward_items_the_judge_cannot_score_get_the_middle_and_a_reason(service):
+    """OpenRLHF's queries: special tokens after the response are cut; a query that does not start with its prompt
+    is that item's error (not the batch's); a non-string label is no reference."""
+    from selftaught.serve.requests import response_of
+
+    assert response_of("P: hi<|im_end|>\n<|endoftext|></s> ", "P: ") == "hi"
+    assert response_of("Q: hi", "P: ") is None
+    with client(service) as c:
+        r = c.post("/get_reward", json={"query": ["P: Paris.<|im_end|>", "x y", "P:  "], "prompts": ["P: ", "a", "P: "],
+                                        "labels": [3, None, None]})
+    body = r.json()
+    assert r.status_code == 200 and len(body["rewards"]) == 3
+    assert body["errors"] == {"1": "query does not start with its prompt", "2": "empty prompt or response"}
+    assert body["rewards"][1:] == [3.0, 3.0] and 1 <= body["rewards"][0] <= 5  # grade: unscored get the middle
+
+
+def test_client_chunks_what_the_server_would_refuse(service):
+    from selftaught.reward import JudgeClient
+
+    before = httpx.get(f"{service.url}/health").json()["rows"]
+    jc = JudgeClient(service.url, token="s3cret", max_rows=2)
+    out = jc.rewards(["Capital of France?"] * 5, ["Paris.", "Lyon.", "Nice.", "Paris", "Rome."])
+    assert len(out) == 5 and all(1 <= x <= 5 for x in out)
+    assert httpx.get(f"{service.url}/health").json()["rows"] - before == 5
+    assert len(jc.compare([GOOD] * 3)) == 3
 
 
 def test_limits_and_auth(service):
@@ -144,6 +170,8 @@ def test_limits_and_auth(service):
         health = c.get("/health")  # load balancers probe it without the token
     with client(service, "wrong") as c:
         assert c.post("/v1/compare", json=GOOD).status_code == 401
+    lower = httpx.post(f"{service.url}/v1/compare", json=GOOD, headers={"Authorization": "bearer s3cret"}, timeout=60)
+    assert lower.status_code == 200  # the scheme is case-insensitive (RFC 7235), the token is not
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["decide"] == "logprob"
     text = metrics.text
     assert 'selftaught_requests_total{code="200",endpoint="compare"}' in text

@@ -2,7 +2,8 @@
 
     POST /v1/compare   a pair {instruction, response_a, response_b, reference?} or a list -> winner, decided_by, ...
     POST /v1/grade     a response {instruction, response, rubric?, reference?} or a list -> score, expected_score
-    POST /get_reward   OpenRLHF's remote reward model: {query, prompts, labels} -> {rewards}
+    POST /get_reward   OpenRLHF's remote reward model: {query, prompts, labels} -> {rewards} (unscored: the
+                       scale's middle, listed in "errors")
     GET  /health       200 while the batcher runs (no token needed: load balancers probe it)
     GET  /metrics      Prometheus text: requests, latency, rows, tokens, queue depth, batch size, failures
 
@@ -46,7 +47,7 @@ def build_app(judge, cfg: ServeConfig, token: Optional[str], close_judge: bool =
     metrics = Metrics()
     stats = BatchStats(on_batch=metrics.batch)
     state: dict[str, Batcher] = {}
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -62,12 +63,14 @@ def build_app(judge, cfg: ServeConfig, token: Optional[str], close_judge: bool =
                 judge.close()
 
     app = FastAPI(title="selftaught judge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.healthy = lambda: "batcher" in state and state["batcher"].alive  # Ray Serve's replica health check
 
     def authorize(request: Request) -> None:
         if expected is None:
             return
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, expected):
+        scheme, _, got = request.headers.get("authorization", "").partition(" ")
+        # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(got.strip().encode(), expected):
             raise HTTPError(401, "missing or wrong bearer token (Authorization: Bearer <token>)", "unauthorized",
                             {"WWW-Authenticate": "Bearer"})
 
@@ -131,21 +134,33 @@ def build_app(judge, cfg: ServeConfig, token: Optional[str], close_judge: bool =
     async def get_reward(body: Any) -> Any:
         req = reward_request(body)
         kind = judge.reward
-        items = req.pairs()
+        items = req.items()
         if kind == "reference":
             missing = [i for i, (_, _, label) in enumerate(items) if not (label or "").strip()]
             if missing:
                 raise BadRequest(f"labels[{missing[0]}]: serve.reward=reference needs a reference answer per item")
-        rows = [{"instruction": p, "response": r, "reference": label if kind != "verify" else None, "rubric": None}
-                for p, r, label in items]
-        out = await judged(kind, rows)
-        rewards, errors = [], {}
-        for i, o in enumerate(out):
+        errors: dict[str, str] = {}
+        todo = []
+        for i, (p, r, label) in enumerate(items):
+            if r is None:
+                errors[str(i)] = "query does not start with its prompt"
+            elif not r.strip() or not p.strip():
+                errors[str(i)] = "empty prompt or response"
+            else:
+                todo.append((i, {"instruction": p, "response": r, "reference": label if kind != "verify" else None,
+                                 "rubric": None}))
+        out = await judged(kind, [row for _, row in todo]) if todo else []
+        values: dict[int, float] = {}
+        for (i, _), o in zip(todo, out):
             value = _reward_of(kind, o)
             if value is None:
                 errors[str(i)] = o.get("error") or o.get("score_error") or "no score"
-            rewards.append(0.0 if value is None else value)
-        # OpenRLHF reads "rewards" (newer versions also "scores" and "extra_logs"); "errors": index -> why unscored (0.0)
+            else:
+                values[i] = value
+        # An item the judge could not score gets the scale's middle, neither a reward nor a penalty (RL stacks
+        # that read only "rewards" would otherwise train on a made-up score); "errors" says which and why.
+        rewards = [values.get(i, NEUTRAL[kind]) for i in range(len(items))]
+        # OpenRLHF reads "rewards" (newer versions also "scores" and "extra_logs")
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}, "reward": kind, "errors": errors}
 
     @app.post("/v1/compare")
@@ -181,6 +196,9 @@ def build_app(judge, cfg: ServeConfig, token: Optional[str], close_judge: bool =
 
 def _echo(row, out: dict) -> dict:
     return {"id": row.id, **out} if row.id is not None else out
+
+
+NEUTRAL = {"verify": 0.5, "reference": 0.5, "grade": 3.0}  # the middle of each reward's scale
 
 
 def _reward_of(kind: str, out: dict) -> Optional[float]:

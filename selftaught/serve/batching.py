@@ -20,6 +20,10 @@ from typing import Callable, Optional
 Run = Callable[[str], Callable[[list[dict]], list[dict]]]  # kind -> (rows -> results, same ids)
 
 
+class EngineError(RuntimeError):
+    """The engine call of a batch failed (the message: the original exception's type and text)."""
+
+
 class Overloaded(Exception):
     def __init__(self, retry_after: int):
         super().__init__(f"queue full: retry after {retry_after} s")
@@ -128,18 +132,19 @@ class Batcher:
                     results = await loop.run_in_executor(self._engine, self._run(kind), rows)
                     by_id = {r["id"]: r for r in results}
                     answers = [[by_id[row["id"]] for row in r.rows] for r in reqs]
-                except Exception as e:  # the engine failed: these requests fail, the service goes on
+                    dt = time.monotonic() - t0
+                    self.stats.batches += 1
+                    self.stats.rows += len(rows)
+                    self.stats.engine_seconds += dt
+                    self.stats.last_batch_rows = len(rows)
+                    if self.stats.on_batch:
+                        self.stats.on_batch(kind, len(rows), dt)
+                except Exception as e:  # the engine failed: these requests fail (500), the service goes on
+                    err = EngineError(f"{type(e).__name__}: {e}")  # never mistaken for the request's own timeout
                     for r in reqs:
                         if not r.future.done():
-                            r.future.set_exception(e)
+                            r.future.set_exception(err)
                     continue
-                dt = time.monotonic() - t0
-                self.stats.batches += 1
-                self.stats.rows += len(rows)
-                self.stats.engine_seconds += dt
-                self.stats.last_batch_rows = len(rows)
-                if self.stats.on_batch:
-                    self.stats.on_batch(kind, len(rows), dt)
                 for r, answer in zip(reqs, answers):
                     if not r.future.done():
                         r.future.set_result(answer)

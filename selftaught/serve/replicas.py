@@ -27,7 +27,14 @@ class JudgeReplica:
         from selftaught.serve.app import build_app
         from selftaught.serve.judge import ServedJudge
 
-        return build_app(ServedJudge.load(self.cfg, self.model_path), self.cfg.serve, self.token)
+        self.app = build_app(ServedJudge.load(self.cfg, self.model_path), self.cfg.serve, self.token)
+        return self.app
+
+    def check_health(self) -> None:
+        """Ray Serve restarts a replica whose check raises: one whose batcher stopped answers nothing."""
+        app = getattr(self, "app", None)
+        if app is None or not app.state.healthy():
+            raise RuntimeError("the replica's batcher stopped")
 
 
 def deployment(cfg: RunConfig, model_path: str, token: Optional[str]):

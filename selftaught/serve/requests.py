@@ -9,6 +9,7 @@ string).
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
@@ -58,12 +59,26 @@ class GradeRow(_Row):
         return self
 
 
+# Trailing end-of-turn / end-of-text / padding markers a policy's decoded sequence may carry (OpenRLHF decodes with
+# special tokens): "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", repeated, with whitespace between.
+_TRAILING_SPECIAL = re.compile(r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>))+\s*$")
+
+
+def response_of(query: str, prompt: str) -> Optional[str]:
+    """The response in an OpenRLHF query (prompt + response), its trailing special tokens cut; None when the
+    query does not start with its prompt (a decoding that does not round-trip: that item is unscored)."""
+    if not query.startswith(prompt):
+        return None
+    return _TRAILING_SPECIAL.sub("", query[len(prompt):])
+
+
 class RewardRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     prompts: list[str]
     query: Optional[list[str]] = None  # OpenRLHF: prompt + response; the response is what follows the prompt
     responses: Optional[list[str]] = None
-    labels: Optional[list[Optional[str]]] = None  # reference answers (reward=reference needs them)
+    # Reference answers (reward=reference needs them); a non-string label (a number, a list) is no reference.
+    labels: Optional[list[Any]] = None
 
     @model_validator(mode="after")
     def _shape(self) -> "RewardRequest":
@@ -75,16 +90,13 @@ class RewardRequest(BaseModel):
             raise ValueError(f"{key} has {len(given)} items and prompts {len(self.prompts)}")
         if self.labels is not None and len(self.labels) != len(self.prompts):
             raise ValueError(f"labels has {len(self.labels)} items and prompts {len(self.prompts)}")
-        if self.query is not None:
-            for i, (q, p) in enumerate(zip(self.query, self.prompts)):
-                if not q.startswith(p):
-                    raise ValueError(f"query[{i}] does not start with prompts[{i}] (OpenRLHF sends prompt + response)")
         return self
 
-    def pairs(self) -> list[tuple[str, str, Optional[str]]]:
-        """(prompt, response, label) per item."""
-        responses = self.responses if self.responses is not None else [q[len(p):] for q, p in zip(self.query, self.prompts)]
-        labels = self.labels or [None] * len(self.prompts)
+    def items(self) -> list[tuple[str, Optional[str], Optional[str]]]:
+        """(prompt, response or None when its query does not start with its prompt, label or None) per item."""
+        responses = (self.responses if self.responses is not None
+                     else [response_of(q, p) for q, p in zip(self.query, self.prompts)])
+        labels = [x if isinstance(x, str) else None for x in (self.labels or [None] * len(self.prompts))]
         return list(zip(self.prompts, responses, labels))
 
 

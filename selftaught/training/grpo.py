@@ -180,6 +180,7 @@ def judge_grpo_trainer(base: type, group_pairs: bool = False) -> type:
             self._metrics[mode]["rewards/unpaired"].append(float(unpaired))
             if group_pairs:
                 totals = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+                totals[torch.isnan(per_func).all(dim=1)] = float("nan")  # unscorable, as TRL marks it: no advantage
                 adv, flat = rewards.pair_advantages(totals.tolist(), [k[0] for k in keys], scale=self.scale_rewards != "none")
                 self._pair_advantages = torch.tensor(adv, dtype=per_func.dtype)
                 self._metrics[mode]["frac_pair_reward_zero_std"].append(flat)
