@@ -27,12 +27,13 @@ class JudgeReplica:
         from selftaught.serve.app import build_app
         from selftaught.serve.judge import ServedJudge
 
-        self.app = build_app(ServedJudge.load(self.cfg, self.model_path), self.cfg.serve, self.token)
-        return self.app
+        # Not self.app: Ray Serve's ASGI wrapper owns that name.
+        self.judge_app = build_app(ServedJudge.load(self.cfg, self.model_path), self.cfg.serve, self.token)
+        return self.judge_app
 
     def check_health(self) -> None:
         """Ray Serve restarts a replica whose check raises: one whose batcher stopped answers nothing."""
-        app = getattr(self, "app", None)
+        app = getattr(self, "judge_app", None)
         if app is None or not app.state.healthy():
             raise RuntimeError("the replica's batcher stopped")
 
