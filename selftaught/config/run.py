@@ -102,10 +102,11 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
         _check(budget < n_ctx, key, f"({budget}) must be < model.max_model_len ({n_ctx})")
     f = cfg.judge_file
     # logprob reads the verdict's log-odds: only constrained decoding has them (null: the judge's default).
-    _check(f.decide not in ("logprob", "verify") or (constrained(cfg) if f.constrained is None else f.constrained),
-           "judge_file.decide", f"{f.decide} needs constrained decoding (the verdict's log-odds), and this judge decodes "
-           "free; set judge_file.constrained=true")
-    _check(cfg.serve.reward != "verify" or (constrained(cfg) if f.constrained is None else f.constrained), "serve.reward",
+    file_constrained = constrained(cfg) if f.constrained is None else f.constrained
+    _check(f.decide not in ("logprob", "verify") or file_constrained, "judge_file.decide",
+           f"{f.decide} needs constrained decoding (the verdict's log-odds), and this judge decodes free; "
+           "set judge_file.constrained=true")
+    _check(cfg.serve.reward != "verify" or file_constrained, "serve.reward",
            "verify reads P(yes) from the verdict's log-odds, and this judge decodes free; set judge_file.constrained=true")
     _check_deterministic(cfg)
     check_shared_storage(cfg.output_dir, cfg.ray)

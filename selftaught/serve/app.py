@@ -119,17 +119,16 @@ def build_app(judge, cfg: ServeConfig, token: Optional[str], close_judge: bool =
         metrics.request(endpoint, resp.status_code, time.monotonic() - t0)
         return resp
 
-    async def compare(body: Any) -> Any:
-        rows, many = rows_of(CompareRow, body)
-        out = await judged("compare", [r.model_dump() for r in rows])
-        out = [_echo(r, o) for r, o in zip(rows, out)]
-        return out if many else out[0]
+    def rows_endpoint(model, kind: str) -> Callable[[Any], Awaitable[Any]]:
+        """/v1/compare and /v1/grade: a row or a list of rows in, the same shape out, the caller's ids echoed."""
+        async def call(body: Any) -> Any:
+            rows, many = rows_of(model, body)
+            out = await judged(kind, [r.model_dump() for r in rows])
+            out = [_echo(r, o) for r, o in zip(rows, out)]
+            return out if many else out[0]
+        return call
 
-    async def grade(body: Any) -> Any:
-        rows, many = rows_of(GradeRow, body)
-        out = await judged("grade", [r.model_dump() for r in rows])
-        out = [_echo(r, o) for r, o in zip(rows, out)]
-        return out if many else out[0]
+    compare, grade = rows_endpoint(CompareRow, "compare"), rows_endpoint(GradeRow, "grade")
 
     async def get_reward(body: Any) -> Any:
         req = reward_request(body)

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from selftaught.config import RunConfig, constrained, eval_config
+from selftaught.config import RunConfig
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.stages import grades, verdicts
-from selftaught.stages.base import OK, StageContext
+from selftaught.stages.base import OK, StageContext, Upstream
 from selftaught.stages.judge import VERIFY, JudgeDecoding, JudgeItem, sample
 from selftaught.stages.verdicts import A, B, TIE, Judging, prompt_instruction
 
@@ -37,8 +37,18 @@ def reward_kind(cfg: RunConfig) -> str:
     return r
 
 
-def _tokens(meta: dict | None) -> tuple[int, int]:
-    return (int(meta["prompt_tokens"]), int(meta["completion_tokens"])) if meta else (0, 0)
+def _view(stage_rows: list[dict], keys: tuple[str, ...], spec) -> list[dict]:
+    """A ``selftaught judge`` stage's rows as the service answers them: ``keys``, the tokens its provenance
+    (``spec.meta_fields``) counted; a failed row is its reason."""
+    out = []
+    for r in stage_rows:
+        if r["status"] != OK:
+            out.append({"id": r["id"], "error": r["status"]})
+            continue
+        meta = r.get(spec.meta_fields[0]) or {}
+        out.append({"id": r["id"], **{k: r.get(k) for k in keys}, "prompt_tokens": int(meta.get("prompt_tokens", 0)),
+                    "completion_tokens": int(meta.get("completion_tokens", 0))})
+    return out
 
 
 @dataclass
@@ -59,8 +69,7 @@ class ServedJudge:
     @classmethod
     def on(cls, engine: Engine, cfg: RunConfig, model_path: str) -> "ServedJudge":
         """The judge of ``cfg`` on an engine already built on ``model_path``."""
-        c = cfg.judge_file.constrained
-        judging = Judging(cfg.judge_file, eval_config(cfg), constrained(cfg) if c is None else c)
+        judging = verdicts.judging(cfg, Upstream(0))  # the knobs `selftaught judge` runs with, resolved as it does
         ctx = StageContext(round=0, model_path=model_path, constrained=judging.constrained,
                            max_model_len=cfg.model.max_model_len, seed=cfg.seed)
         return cls(engine, judging, ctx, reward_kind(cfg), cfg.model.path)
@@ -71,25 +80,11 @@ class ServedJudge:
 
     def compare(self, rows: list[dict]) -> list[dict]:
         """``{id, instruction, response_a, response_b, reference?}`` -> ``{id, winner, decided_by, ...}``."""
-        out = []
-        for r in verdicts.process(rows, self.engine, self.ctx, self.judging):
-            if r["status"] != OK:
-                out.append({"id": r["id"], "error": r["status"]})
-                continue
-            p, c = _tokens(r.get("verdict_meta"))
-            out.append({"id": r["id"], **{k: r.get(k) for k in COMPARE_KEYS}, "prompt_tokens": p, "completion_tokens": c})
-        return out
+        return _view(verdicts.process(rows, self.engine, self.ctx, self.judging), COMPARE_KEYS, verdicts.SPEC)
 
     def grade(self, rows: list[dict]) -> list[dict]:
         """``{id, instruction, response, rubric?, reference?}`` -> ``{id, score, expected_score, feedback}``."""
-        out = []
-        for r in grades.process(rows, self.engine, self.ctx, self.judging):
-            if r["status"] != OK:
-                out.append({"id": r["id"], "error": r["status"]})
-                continue
-            p, c = _tokens(r.get("grade_meta"))
-            out.append({"id": r["id"], **{k: r.get(k) for k in GRADE_KEYS}, "prompt_tokens": p, "completion_tokens": c})
-        return out
+        return _view(grades.process(rows, self.engine, self.ctx, self.judging), GRADE_KEYS, grades.SPEC)
 
     def verify(self, rows: list[dict]) -> list[dict]:
         """``{id, instruction, response, reference?}`` -> ``{id, p_yes, margin}``: "does this response answer
