@@ -146,6 +146,27 @@ def test_plain_lora_merged(ray_local, sft_path, tiny_model_path, tmp_path):
     assert res.metrics["lora"] is True
 
 
+def test_plain_bf16_autocast_on_cpu(sft_path, tiny_model_path, tmp_path):
+    """train.bf16=true on CPU: the matmuls run in bf16 under autocast, weights and optimizer stay float32."""
+    from selftaught.training.worker import fit, load, save
+
+    cfg = train_cfg("plain", 1, bf16=True)
+    out = str(tmp_path / "model")
+    trainer, _ = load(cfg, sft_path, tiny_model_path, out, gpu=False)
+    seen = []
+    proj = trainer.model.model.layers[0].self_attn.q_proj
+    proj.register_forward_hook(lambda mod, args, output: seen.append(output.dtype))
+    save(trainer, cfg, None, tiny_model_path, out, False, fit(trainer))
+    assert seen and set(seen) == {torch.bfloat16}  # float32 here: no autocast, the slow path
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    with open(os.path.join(out, "train_metrics.json")) as f:
+        metrics = json.load(f)
+    check_trained(out, tiny_model_path, metrics, "plain", 1)  # float32 weights saved, loads, generates
+    assert metrics["dtype"] == "bfloat16 autocast"
+    with pytest.raises(ConfigError, match="train.bf16.*plain"):
+        train_cfg("zero2", 2, bf16=True)
+
+
 def test_completion_only_labels(sft_path, tiny_model_path, tmp_path):
     """Prompt tokens get label -100; the judgment (assistant) tokens are trained on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

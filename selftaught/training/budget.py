@@ -197,10 +197,10 @@ def for_worker(cfg: "TrainConfig", base_model: str, lengths: list[int], rows_per
                masked: bool) -> Budget:
     """``size`` for this TrainConfig (``train.max_tokens_per_batch`` unset) on this worker's device, the same
     on every worker."""
-    from selftaught.training.args import use_bf16
+    from selftaught.training.args import bf16_weights
 
     shape = ModelShape.of(base_model)
-    dtype_bytes = 2 if use_bf16(cfg, gpu) else 4
+    dtype_bytes = 2 if bf16_weights(cfg, gpu) else 4  # CPU autocast keeps float32 weights
     world = int(os.environ.get("WORLD_SIZE", 1))
     ckpt, lora = cfg.gradient_checkpointing, cfg.lora.enabled
     fits = memory_tokens(free_bytes(gpu), shape, dtype_bytes, cfg.strategy, world, lora, ckpt, masked)

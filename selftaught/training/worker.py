@@ -16,8 +16,9 @@ from typing import Optional
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
 from selftaught.training import budget, packing
-from selftaught.training.args import (attention_implementation, dpo_config_kwargs, grpo_config_kwargs, masks_packs, on_gpu,
-                                      packed_kwargs, peft_config, sft_config_kwargs, train_config, use_bf16, use_packing)
+from selftaught.training.args import (attention_implementation, bf16_weights, dpo_config_kwargs, dtype_name,
+                                      grpo_config_kwargs, masks_packs, on_gpu, packed_kwargs, peft_config,
+                                      sft_config_kwargs, train_config, use_packing)
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
@@ -224,7 +225,7 @@ def _model(cfg: TrainConfig, base_model: str, gpu: bool, ds_cfg, tokenizer, attn
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if use_bf16(cfg, gpu) else torch.float32
+    dtype = torch.bfloat16 if bf16_weights(cfg, gpu) else torch.float32
     if ds_cfg is not None:
         # DeepSpeed's comm layer must know the real world before zero.Init reads the batch config
         # (else it assumes world_size=1 and its batch-size assertion fails). Reuses the process
@@ -287,14 +288,13 @@ def save(trainer, cfg: TrainConfig, lora, base_model: str, out_dir: str, gpu: bo
     save_dir = os.path.join(out_dir, ADAPTER_DIR) if lora is not None else out_dir
     trainer.save_model(save_dir)  # every rank calls it (ZeRO-3 gathers); rank 0 writes
     if trainer.is_world_process_zero():
-        bf16 = use_bf16(cfg, gpu)
         trainer.processing_class.save_pretrained(out_dir)
         if lora is not None:
-            _merge_lora(trainer, base_model, save_dir, out_dir, torch.bfloat16 if bf16 else torch.float32)
+            _merge_lora(trainer, base_model, save_dir, out_dir, torch.bfloat16 if bf16_weights(cfg, gpu) else torch.float32)
         _ensure_generation_config(base_model, out_dir)
         metrics = {**metrics, "retied_bytes": retie_embeddings(out_dir)}
         share_permissions(out_dir)
-        metrics = {**metrics, "strategy": cfg.strategy, "dtype": "bfloat16" if bf16 else "float32",
+        metrics = {**metrics, "strategy": cfg.strategy, "dtype": dtype_name(cfg, gpu),
                    "lora": bool(lora is not None)}
         atomic.write_text(os.path.join(out_dir, METRICS_FILE), json.dumps(metrics, indent=2, default=float))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
