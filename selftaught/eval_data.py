@@ -1,6 +1,7 @@
 """Gold preference sets for evaluation: files or folders in LLMBar / RewardBench format, by config."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -89,6 +90,21 @@ def best_of_n_pairs(item: dict, group: str) -> list[dict]:
             for i in range(len(cands)) for j in range(i + 1, len(cands))]
 
 
+FOUR = 4  # RewardBench 2's generative mode judges items of four candidates
+
+
+def four_way_item(item: dict, group: str) -> dict:
+    """A best-of-4 item (candidate 0 correct) as one judgment of all four answers (``eval.four_way``). As in
+    RewardBench 2's generative script, the correct answer swaps places with the one at a position drawn at
+    random, here from the item's id (the same position every run and round); ``gold`` is that position's letter."""
+    pos = int(hashlib.sha256(group.encode()).hexdigest(), 16) % FOUR
+    order = list(range(FOUR))
+    order[0], order[pos] = order[pos], order[0]
+    base = {k: v for k, v in item.items() if k != "candidates"}
+    return {**base, "four_way": [item["candidates"][i] for i in order], "gold": "ABCD"[pos],
+            "eval_id": f"{group}/4way", "group": group}
+
+
 def rated_candidates(item: dict, group: str) -> list[dict]:
     """A RewardBench 2 Ties item as one graded response per candidate (``ties.ties_metrics`` scores the
     group: every correct answer rated above every wrong one, and by how much)."""
@@ -110,6 +126,8 @@ def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
                     pairs += rated_candidates({**r, "set": name}, eval_id)
                 elif "candidates" in r:
                     pairs += best_of_n_pairs({**r, "set": name}, eval_id)
+                    if cfg.four_way and len(r["candidates"]) == FOUR:
+                        pairs.append(four_way_item({**r, "set": name}, eval_id))
                 else:
                     pairs.append({**r, "set": name, "eval_id": eval_id})
             failures += [{"source": f"{x.file}:{x.line}", "reason": x.reason, "snippet": x.snippet} for x in rejects]

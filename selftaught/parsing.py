@@ -25,9 +25,17 @@ FORMATS = (REASONING_FIRST, VERDICT_FIRST)
 # unnatural ": " + "[[" split, which measurably skews a small judge's A/B choice.
 VERDICT_LINE = {REASONING_FIRST: "Final verdict: [[{}]]", VERDICT_FIRST: "Verdict: [[{}]]"}
 VERDICT_OPTIONS = ("A", "B")
+FOUR_WAY_OPTIONS = ("A", "B", "C", "D")  # RewardBench 2's generative mode: the best of four answers
 _VERDICT_TOKEN = re.compile(r"\[\[\s*([A-Za-z])\s*\]\]")
-# The verdict line: the verdict alone, optionally "(Final) verdict:" and markdown bold.
-_VERDICT_ONLY_LINE = re.compile(r"^(?:\**\s*(?i:(?:final\s+)?verdict)\s*:?\s*\**\s*)?\**\[\[([AB])\]\]\**\.?$")
+
+
+def _verdict_only_line(options: tuple[str, ...]) -> re.Pattern:
+    """The verdict line: the verdict alone, optionally "(Final) verdict:" and markdown bold."""
+    return re.compile(r"^(?:\**\s*(?i:(?:final\s+)?verdict)\s*:?\s*\**\s*)?\**\[\[([" + "".join(options)
+                      + r"])\]\]\**\.?$")
+
+
+_VERDICT_ONLY_LINE = {o: _verdict_only_line(o) for o in (VERDICT_OPTIONS, FOUR_WAY_OPTIONS)}
 
 
 def verdict_line(winner: str, fmt: str = REASONING_FIRST) -> str:
@@ -45,11 +53,12 @@ class Verdict:
     error: str | None = None  # reason when winner is None
 
 
-def parse_verdict(text: str, fmt: str = REASONING_FIRST) -> Verdict:
+def parse_verdict(text: str, fmt: str = REASONING_FIRST, options: tuple[str, ...] = VERDICT_OPTIONS) -> Verdict:
     """Read the verdict of a generated judgment (the generated text only, never the prompt).
 
     Exactly one ``[[X]]`` token may appear in the whole judgment and it must be on the verdict
-    line: the last non-empty line (reasoning_first) or the first (verdict_first). An echoed
+    line: the last non-empty line (reasoning_first) or the first (verdict_first), and be one of ``options``
+    (``FOUR_WAY_OPTIONS`` for a best-of-four judgment). An echoed
     template (``"[[A]]" if ... "[[B]]" if ...``), both verdicts, a ``[[A]]`` quoted from an answer
     besides the real verdict, or a verdict elsewhere are all failures, never wins.
     """
@@ -59,10 +68,10 @@ def parse_verdict(text: str, fmt: str = REASONING_FIRST) -> Verdict:
     if len(tokens) > 1:
         return Verdict(None, "multiple verdicts")
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    m = _VERDICT_ONLY_LINE.match(lines[0] if fmt == VERDICT_FIRST else lines[-1])
+    m = _VERDICT_ONLY_LINE[options].match(lines[0] if fmt == VERDICT_FIRST else lines[-1])
     if not m:
         where = "first" if fmt == VERDICT_FIRST else "final"
-        return Verdict(None, f"verdict not on the {where} line" if tokens[0] in ("A", "B") else "invalid verdict")
+        return Verdict(None, f"verdict not on the {where} line" if tokens[0] in options else "invalid verdict")
     return Verdict(m.group(1))
 
 

@@ -252,10 +252,13 @@ class EvalPair(TypedDict, total=False):
     cand_b: Optional[int]
     n_candidates: Optional[int]
     scored: Optional[bool]  # has the correct candidate (0): a gold answer
+    # A best-of-4 item judged in one prompt (``eval_data.four_way_item``, ``eval.four_way``):
+    four_way: Optional[list[str]]  # its four answers as shown, A to D
+    gold: Optional[str]  # the correct answer's letter
 
 
 class Evaluated(TypedDict, total=False):
-    """``eval``: one row per (pair, order, mode)."""
+    """``eval``: one row per (pair, order, mode), or per (best-of-4 item, mode) in order "ABCD"."""
     eval_id: str
     set: str
     subset: str
@@ -288,6 +291,7 @@ class Evaluated(TypedDict, total=False):
     scored: Optional[bool]
     label_a: Optional[str]  # mode "verify": answer A's own yes/no verdict
     label_b: Optional[str]
+    answers_cd: Optional[list[str]]  # order "ABCD" (``eval.four_way``): answers C and D as shown
 
 
 class ResponsePair(TypedDict):

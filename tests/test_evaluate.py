@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from selftaught.config import EvalConfig, EvalSetConfig
+from selftaught.config import ConfigError, EvalConfig, EvalSetConfig
 from selftaught.eval_data import load_eval_sets
 from selftaught.stages.evaluate import _majority, flat, format_metrics, metrics
 
@@ -109,7 +109,7 @@ def test_cli_eval_alone_with_majority_vote(tmp_path, tiny_model_path):
     assert "demo_eval" in out.stdout and "majority_accuracy" in out.stdout
 
 
-def _rb2_rows(tmp_path):
+def _rb2_rows(tmp_path, **eval_kw):
     import json
 
     items = [
@@ -122,7 +122,7 @@ def _rb2_rows(tmp_path):
     ]
     f = tmp_path / "rb2.jsonl"
     f.write_text("\n".join(json.dumps(i) for i in items))
-    pairs, rejects = load_eval_sets(EvalConfig(sets=[EvalSetConfig(path=str(f), name="rb2")]))
+    pairs, rejects = load_eval_sets(EvalConfig(sets=[EvalSetConfig(path=str(f), name="rb2")], **eval_kw))
     return pairs, rejects
 
 
@@ -184,6 +184,39 @@ def test_best_of_n_accuracy_counts_votes_and_splits_ties(tmp_path):
     assert m["best_of_n_items"] == 1 and m["best_of_n_skipped_too_long"] == 1
 
 
+def test_four_way_items_put_the_correct_answer_where_their_id_says(tmp_path):
+    """eval.four_way: one more input per best-of-4 item (none for Ties), its four answers in one prompt, the correct
+    one swapped with the answer at a position drawn from the item's id, the same on every load."""
+    plain, _ = _rb2_rows(tmp_path)
+    pairs, _ = _rb2_rows(tmp_path, four_way=True)
+    four = [p for p in pairs if p.get("four_way")]
+    assert len(pairs) == len(plain) + 2 and [p["eval_id"] for p in four] == ["rb2/rb2/f1/4way", "rb2/rb2/m1/4way"]
+    for p, cands in zip(four, (["Shakespeare.", "Marlowe.", "Dickens.", "Austen."], ["4", "5", "3", "22"])):
+        pos = "ABCD".index(p["gold"])
+        assert p["four_way"][pos] == cands[0] and sorted(p["four_way"]) == sorted(cands)
+        assert p["four_way"][0] == cands[pos] and p["group"] == p["eval_id"][: -len("/4way")]
+    assert [p["gold"] for p in four] == [p["gold"] for p in _rb2_rows(tmp_path, four_way=True)[0] if p.get("four_way")]
+
+
+def test_four_way_accuracy_scores_as_the_leaderboard():
+    """Right letter 1, another letter 0, no verdict 0.25; the round robin's metrics never see these rows."""
+    def row(i, verdict, gold="C", subset="Math"):
+        return {"eval_id": f"rb2/x/{i}/4way", "set": "rb2", "subset": subset, "order": "ABCD", "gold": gold,
+                "status": "ok", "verdict": verdict, "correct": verdict == gold, "group": f"rb2/x/{i}", "n_candidates": 4}
+
+    rows = [row(0, "C"), row(1, "A"), row(2, None), row(3, "D", gold="D", subset="Factuality"),
+            {**row(4, None), "status": "prompt too long for model context"}]
+    m = metrics(rows)["constrained"]
+    assert m["rb2"]["four_way_items"] == 4 and m["rb2"]["four_way_skipped_too_long"] == 1
+    assert m["rb2"]["four_way_accuracy"] == round((1 + 0 + 0.25 + 1) / 4, 4)
+    assert m["rb2"]["four_way_accuracy_lo"] <= m["rb2"]["four_way_accuracy"] <= m["rb2"]["four_way_accuracy_hi"]
+    assert m["rb2"]["four_way_parse_failure_rate"] == 0.25 and m["rb2"]["four_way_A_rate"] == round(1 / 3, 4)
+    assert m["rb2/Math"]["four_way_accuracy"] == round(1.25 / 3, 4) and m["rb2/Factuality"]["four_way_accuracy"] == 1.0
+    assert m["rb2"]["pairs"] == 0 and "best_of_n_accuracy" not in m["rb2"]
+    with pytest.raises(ConfigError, match="eval.four_way"):
+        EvalConfig(four_way=True, modes=["verify"])
+
+
 def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_model_path):
     """The round robin survives the stage's shards (its fields are in the row type's schema) and the
     summary reports best-of-n per subset, with the identical answers counted apart; the Ties items are
@@ -193,10 +226,20 @@ def test_rewardbench2_through_the_eval_stage_on_a_real_engine(tmp_path, tiny_mod
     _rb2_rows(tmp_path)
     cfg = compose([f"model.path={tiny_model_path}", f"output_dir={tmp_path}", "name=rb2", "engine=hf",
                    "engine.constrained=true", "ray.enabled=false", "eval.max_tokens=4", "eval.modes=[constrained]",
-                   "shard_size=5", f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled"])
+                   "shard_size=5", f"eval.sets=[{{path: {tmp_path / 'rb2.jsonl'}, name: rb2}}]", "tracking.mode=disabled",
+                   "eval.four_way=true"])
     s = evaluate(cfg)
     m = s["metrics"]["constrained"]
-    assert s["in"] == 24 + 7 and s["out"] == 24 + 7 and s["shards"] == 4  # 12 pairs x 2 orders; 7 candidates rated
+    # 12 pairs x 2 orders; 7 candidates rated; 2 best-of-4 items judged in one prompt each
+    assert s["in"] == 24 + 7 + 2 and s["out"] == 24 + 7 + 2 and s["shards"] == 5  # 21 inputs, 5 a shard
+    assert m["rb2"]["four_way_items"] == 2 and m["rb2"]["four_way_parse_failure_rate"] == 0.0  # forced: it parses
+    assert m["rb2"]["four_way_accuracy"] in (0.0, 0.5, 1.0) and m["rb2/Math"]["four_way_items"] == 1
+    from selftaught.io import read_records
+
+    four = [r for f in sorted((tmp_path / "rb2" / "standalone" / "eval" / "data").glob("*.parquet"))
+            for r in read_records(str(f)) if r["order"] == "ABCD"]
+    assert len(four) == 2 and all(r["verdict"] in "ABCD" and len(r["answers_cd"]) == 2 for r in four)
+    assert all(r["eval_meta"]["template"].startswith("judge_4way@") for r in four)  # the recipe's format: reasoning first
     assert m["rb2"]["best_of_n_items"] == 2 and m["rb2"]["best_of_n_chance"] == 0.25
     assert m["rb2/Math"]["best_of_n_items"] == 1 and m["rb2"]["pairs"] == 6
     assert 0 <= m["rb2"]["best_of_n_accuracy"] <= 1 and "best_of_n_accuracy_lo" in m["rb2"]

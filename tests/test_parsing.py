@@ -118,3 +118,15 @@ def test_modified_blocks():
 ])
 def test_modified_failures(text, error):
     assert parse_modified(text, "What is 2+2?").error == error
+
+
+def test_four_way_verdicts_read_only_with_four_options():
+    """RewardBench 2's generative mode: [[C]] and [[D]] are verdicts of a best-of-four judgment, nowhere else."""
+    from selftaught.parsing import FOUR_WAY_OPTIONS, Verdict
+
+    text = "C answers the question; A, B and D do not.\nFinal verdict: [[C]]"
+    assert parse_verdict(text, options=FOUR_WAY_OPTIONS) == Verdict("C")
+    assert parse_verdict(text) == Verdict(None, "invalid verdict")  # a pair has no answer C
+    assert parse_verdict("Verdict: [[D]]\nD is right.", VERDICT_FIRST, FOUR_WAY_OPTIONS) == Verdict("D")
+    assert parse_verdict("[[A]] or [[D]]", options=FOUR_WAY_OPTIONS).error == "multiple verdicts"
+    assert parse_verdict("Final verdict: [[E]]", options=FOUR_WAY_OPTIONS).error == "invalid verdict"

@@ -67,6 +67,12 @@ class EvalConfig(BaseConfig):
     # verify (added when judge.mode=verify): each answer of a pair asked "does it answer the instruction?"
     # alone; the answer with the higher P(yes) wins, in both orders alike (no position).
     verify_template: Optional[str] = None  # null: judge.verify_template
+    # RewardBench 2's generative mode, beside its round robin: each best-of-4 item (one correct candidate) is also
+    # judged once per pairwise decoding mode with all four answers in one prompt, the correct one at a position
+    # drawn from the item's id; four_way_accuracy scores it as the leaderboard does (right 1, another letter 0,
+    # no verdict 0.25). four_way_template null: judge_4way, or judge_4way_verdict_first for verdict_first judges.
+    four_way: bool = False
+    four_way_template: Optional[str] = None
     limit: Optional[int] = None  # pairs per file
     max_tokens: int = 256  # reasoning budget; greedy decoding
     frequency_penalty: float = 0.0
@@ -76,6 +82,13 @@ class EvalConfig(BaseConfig):
     top_p: float = 0.9
     log_samples: int = 32  # judgments per round shown in the tracker's table
 
+    @property
+    def four_way_prompt(self) -> str:
+        """``four_way_template`` resolved by the judge's format (``format``)."""
+        if self.four_way_template:
+            return self.four_way_template
+        return "judge_4way_verdict_first" if self.format == "verdict_first" else "judge_4way"
+
     def __post_init__(self) -> None:
         self._check(not self.enabled or len(self.sets) > 0, "sets", "needs at least one set when eval.enabled")
         names = [eval_set_name(x) for x in self.sets]
@@ -84,6 +97,8 @@ class EvalConfig(BaseConfig):
         m = self.modes
         self._check(len(m) > 0 and all(x in EVAL_MODES for x in m) and len(set(m)) == len(m), "modes",
                     f"must be a non-empty list of distinct {'|'.join(EVAL_MODES)}, got {list(m)}")
+        self._check(not self.four_way or any(x in ("constrained", "free") for x in m), "four_way",
+                    "judges four answers in one prompt in mode constrained or free: add one to eval.modes")
         self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
         self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
         self._check(0 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [0, 2] (0 = off)")

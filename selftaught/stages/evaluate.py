@@ -24,6 +24,8 @@ with its 95% interval (``<metric>_lo`` / ``<metric>_hi``; the pair is the unit, 
 - RewardBench 2 Ties (ratings): each candidate graded alone; ``ties_score`` and its parts (``ties``)
 - ``best_of_n_accuracy`` (RewardBench 2): the correct candidate gets the most votes of a round robin
   among the item's n candidates; chance 1/n (``best_of_n_chance``)
+- ``four_way_accuracy`` (RewardBench 2's generative mode, ``eval.four_way``): a best-of-4 item judged once with its
+  four answers in one prompt, the verdict ``[[A]]``-``[[D]]`` scored 1 / 0 / 0.25 (no verdict); chance 0.25
 - mode ``verify`` (``judge.mode=verify``): each answer asked yes/no alone, the higher P(yes) wins (``accuracy``;
   both orders agree by construction); ``label_accuracy`` (Yes for the better answer, No for the other, per
   answer), ``yes_rate``, ``yes_chosen_no_rejected`` (both right)
@@ -43,7 +45,8 @@ from selftaught.prompts import load_template
 from selftaught.rows import Evaluated
 from selftaught.stages import grades
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, provenance
-from selftaught.stages.judge import ORDERS, VERIFY, JudgeDecoding, JudgeItem, both_orders, budget, preferred, sample
+from selftaught.stages.judge import (ORDERS, VERIFY, JudgeDecoding, JudgeItem, both_orders, budget, four_way_form,
+                                     preferred, sample)
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
 
@@ -52,6 +55,7 @@ ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
 VERIFY_MODE = "verify"  # the eval mode that asks yes/no of each answer alone
 NO_GOLD = "no gold answer (best-of-n pair of two wrong candidates)"  # absolute mode: not graded
 GRADED = "graded"  # the "order" of a response with a human score, graded alone
+FOUR_WAY_ORDER = "ABCD"  # the "order" of a best-of-4 item judged in one prompt (eval.four_way)
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
@@ -68,7 +72,8 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
     ``cfg.template`` and ``cfg.format`` must be resolved (``config.eval_config``)."""
     tpl = load_template(cfg.template)
     graded = [p for p in pairs if is_graded(p)]
-    pairs = [p for p in pairs if not is_graded(p)]
+    four = [p for p in pairs if is_four_way(p)]
+    pairs = [p for p in pairs if not is_graded(p) and not is_four_way(p)]
     items, base = [], []
     for p in pairs:
         for order, gold, item in both_orders(p["eval_id"], p["instruction"], p["chosen"], p["rejected"]):
@@ -81,6 +86,7 @@ def process(pairs: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfi
     rows += _human_scored(graded, engine, ctx, cfg)
     if VERIFY_MODE in cfg.modes:
         rows += _verify(pairs, items, base, engine, ctx, cfg)
+    rows += _four_way(four, engine, ctx, cfg)
     for mode in pairwise_modes(cfg):
         if mode == VERIFY_MODE:
             continue
@@ -152,6 +158,52 @@ def _verify(pairs: list[dict], items: list, base: list[dict], engine: Engine, ct
     return rows
 
 
+def _four_way(items: list[dict], engine: Engine, ctx: StageContext, cfg: EvalConfig) -> list[dict]:
+    """``eval.four_way``: each best-of-4 item judged greedily once per decoding mode (constrained, free) with its
+    four answers in one prompt (``eval_data.four_way_item``; order "ABCD"); the verdict is right when it names
+    the correct answer's letter (``gold``)."""
+    if not items:
+        return []
+    tpl = load_template(cfg.four_way_prompt)
+    form = four_way_form(cfg.format)
+    judge_items = [JudgeItem(id=p["eval_id"], instruction=p["instruction"], answer_a=p["four_way"][0],
+                             answer_b=p["four_way"][1], answer_c=p["four_way"][2], answer_d=p["four_way"][3],
+                             pair_id=p["eval_id"], gold=p["gold"]) for p in items]
+    rows = []
+    for mode in four_way_modes(cfg):
+        dec = JudgeDecoding(format=cfg.format, constrained=mode == "constrained", temperature=0.0, top_p=1.0,
+                            max_tokens=cfg.max_tokens, frequency_penalty=cfg.frequency_penalty)
+        mode_ctx = replace(ctx, constrained=dec.constrained)
+        judged = sample(judge_items, 1, engine, mode_ctx, tpl, dec, form=form)
+        for p in items:
+            row = {"eval_id": p["eval_id"], "set": p["set"], "subset": p["subset"], "source": p.get("source"),
+                   "order": FOUR_WAY_ORDER, "gold": p["gold"], "mode": mode, "instruction": p["instruction"],
+                   "answer_a": p["four_way"][0], "answer_b": p["four_way"][1], "answers_cd": list(p["four_way"][2:]),
+                   "group": p["group"], "n_candidates": len(p["four_way"]), "votes": None, "majority": None,
+                   "majority_correct": None}
+            res = judged.get(p["eval_id"])
+            if res is None:
+                rows.append({**row, "status": TOO_LONG, "judgment": None, "verdict": None, "error": None,
+                             "correct": None, "margin": None, "repeat": None, "eval_meta": None})
+                continue
+            s = res["samples"][0]
+            rows.append({**row, "status": OK, "judgment": s["judgment"], "verdict": s["verdict"], "error": s["error"],
+                         "correct": s["verdict"] == p["gold"], "margin": None, "repeat": s["repeat"],
+                         "eval_meta": provenance(STAGE, mode_ctx, tpl.id, dec.text_sampling(1, budget(dec)),
+                                                 res["prompt_tokens"], s["tokens"], engine)})
+    return rows
+
+
+def four_way_modes(cfg: EvalConfig) -> list[str]:
+    """The decodings a best-of-4 judgment is made in: those of ``eval.modes`` that write a pairwise verdict."""
+    return [m for m in cfg.modes if m in ("constrained", "free")]
+
+
+def is_four_way(p: dict) -> bool:
+    """A best-of-4 item judged in one prompt (``eval_data.four_way_item``), not a pair."""
+    return p.get("four_way") is not None
+
+
 def is_graded(p: dict) -> bool:
     """A response with a human 1-5 score (``formats.graded``), not a pair."""
     return p.get("response") is not None
@@ -160,6 +212,8 @@ def is_graded(p: dict) -> bool:
 def rows_for(p: dict, cfg: EvalConfig) -> int:
     """Output rows of one input: a graded response is graded once; a pair is judged in each order per
     pairwise mode, plus once in mode absolute."""
+    if is_four_way(p):
+        return len(four_way_modes(cfg))
     return 1 if is_graded(p) else len(ORDERS) * len(pairwise_modes(cfg)) + (ABSOLUTE in cfg.modes)
 
 
@@ -298,13 +352,32 @@ def _best_of_n(m: dict, rows: list[dict]) -> None:
              bootstrap_ratio(credits, [1.0] * len(credits)))
 
 
+def _four_way_metrics(m: dict, rows: list[dict]) -> None:
+    """Best-of-4 items judged in one prompt (``eval.four_way``), scored as RewardBench 2's generative mode is: the
+    correct letter 1, another letter 0, no verdict 0.25 (a tie); chance 0.25. ``four_way_A_rate``: the share of
+    parsed verdicts naming the first answer (position bias; 0.25 when none)."""
+    if not rows:
+        return
+    ok = [r for r in rows if r["status"] == OK]
+    m["four_way_items"], m["four_way_skipped_too_long"] = len(ok), len(rows) - len(ok)
+    credit = [1.0 if r["correct"] else 0.25 if r["verdict"] is None else 0.0 for r in ok]
+    _with_ci(m, "four_way_accuracy", sum(credit) / len(credit) if credit else None,
+             bootstrap_ratio(credit, [1.0] * len(credit)))
+    parsed = [r for r in ok if r["verdict"] is not None]
+    _rate(m, "four_way_parse_failure_rate", len(ok) - len(parsed), len(ok))
+    _rate(m, "four_way_A_rate", sum(r["verdict"] == "A" for r in parsed), len(parsed))
+
+
 def _vote(r: dict) -> int:
     return 0 if r["verdict"] is None else 1 if r["correct"] else -1
 
 
 def _group_metrics(rows: list[dict]) -> dict:
     """Metrics over the judged rows of one group (a set or a subset) in one mode. Pairs without a
-    gold answer (a best-of-n item's pairs of two wrong candidates) count only in ``_best_of_n``."""
+    gold answer (a best-of-n item's pairs of two wrong candidates) count only in ``_best_of_n``; best-of-4 items
+    judged in one prompt only in ``_four_way_metrics``."""
+    four = [r for r in rows if r.get("order") == FOUR_WAY_ORDER]
+    rows = [r for r in rows if r.get("order") != FOUR_WAY_ORDER]
     best_of_n = rows
     rows = [r for r in rows if r.get("scored") is not False]
     ok = [r for r in rows if r["status"] == OK]
@@ -334,6 +407,7 @@ def _group_metrics(rows: list[dict]) -> dict:
                       counted=lambda r: r.get("votes") is not None)
     _rate_by_pair(m, "degenerate_rate", by_pair, lambda r: (r.get("repeat") or 0) > DEFAULT_THRESHOLD)
     _best_of_n(m, best_of_n)
+    _four_way_metrics(m, four)
     labelled = [p["AB"] for p in both if p["AB"].get("label_a") is not None]
     if labelled:  # mode verify, order AB: answer A is the chosen one, B the rejected one; bootstrap over pairs
         for name, hits in (("label_accuracy", lambda r: (r["label_a"] == "Yes") + (r["label_b"] == "No")),
@@ -376,7 +450,7 @@ def flat(m: dict[str, dict[str, dict]], prefix: str = "eval") -> dict[str, float
 
 COLUMNS = ("accuracy", "acc_AB", "acc_BA", "consistency", "verdict_A_rate", "parse_failure_rate", "yes_rate",
            "label_accuracy",
-           "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy", "score_accuracy", "score_tie_rate",
+           "calibrated_accuracy", "majority_accuracy", "best_of_n_accuracy", "four_way_accuracy", "score_accuracy", "score_tie_rate",
            "expected_score_accuracy", "graded", "graded_parse_failure_rate", "pearson", "spearman", "pearson_expected",
            "ties_score", "tied_accuracy", "ref_accuracy")
 
@@ -427,6 +501,6 @@ SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge"
                  rows_for=rows_for,
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
                  config=stage_config,
-                 templates=lambda c: (c.template, c.absolute_template),
+                 templates=lambda c: (c.template, c.absolute_template) + ((c.four_way_prompt,) if c.four_way else ()),
                  hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
                  describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")
