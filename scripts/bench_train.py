@@ -10,12 +10,14 @@ env on one node), so DeepSpeed state and memory never leak from one row to the n
     python scripts/bench_train.py --model-config tiny --strategy zero2,zero3 --workers 2 --steps 4 --seq-len 256
     python scripts/bench_train.py --mode both --model-config 1b --strategy zero2,zero3 --bf16 --steps 24   # GPU
     python scripts/bench_train.py --mode stage --model-config tiny --strategy zero2 --cpu --steps 6 --cases packed,masked --max-tokens auto,4096
+    python scripts/bench_train.py --mode stage --model-config smollm2 --strategy plain --cpu --steps 6 --cases unpacked,autocast
 
 ``--mode stage`` trains the project's own ``train_worker`` (TRL SFTTrainer, completion-only loss) on real
 judge rows under each strategy: unpacked (the recipe's micro-batch x accumulation), batched (the same rows
 as one padded micro-batch), packed (token-budget micro-batches, ``train.packing``; ``auto`` = the budget
 the stage sizes itself; rows attend row by row), masked (packs under one block-diagonal SDPA mask,
-``train.attention=sdpa``) and compiled (``train.torch_compile``, which masks packs), and prints steady
+``train.attention=sdpa``), compiled (``train.torch_compile``, which masks packs) and autocast (unpacked with
+``train.bf16=true``: on CPU, bf16 autocast over float32 weights), and prints steady
 tokens/s, MFU, padding share, start-up (and its engine set-up part), the first step, peak memory and the
 budget's memory estimate; ``--mode both`` prints the raw table after it, in the same run.
 
@@ -52,7 +54,11 @@ def model_config(name: str):
         return LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                            num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
                            rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)
-    raise SystemExit(f"--model-config: unknown {name!r} (tiny | 1b)")
+    if name == "smollm2":  # SmolLM2-135M shapes: the embedded judge
+        return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                           num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                           rope_theta=100000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)
+    raise SystemExit(f"--model-config: unknown {name!r} (tiny | smollm2 | 1b)")
 
 
 def count_params(cfg) -> int:
@@ -248,7 +254,7 @@ def _stage_case(config: dict, queue) -> None:
         queue.put({"error": traceback.format_exc()})
 
 
-CASES = ("unpacked", "batched", "packed", "masked", "compiled")
+CASES = ("unpacked", "batched", "packed", "masked", "compiled", "autocast")
 
 
 def stage_cases(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
@@ -308,7 +314,9 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
             micro, accum = ((args.batch_size * args.accumulation, 1) if case == "batched" else (args.batch_size, args.accumulation))
             try:
                 tc = TrainConfig(strategy=strategy, deepspeed=None if strategy == "plain" else f"{strategy}.json",
-                                 num_workers=1, use_gpu=gpu, bf16=bool(args.bf16) if gpu else None, lr=1e-5, warmup_steps=0,
+                                 num_workers=1, use_gpu=gpu, lr=1e-5, warmup_steps=0,
+                                 # autocast: train.bf16=true (on CPU bf16 autocast over float32 weights)
+                                 bf16=True if case == "autocast" else (bool(args.bf16) if gpu else None),
                                  max_steps=args.warmup + args.steps, per_device_batch_size=micro,
                                  gradient_accumulation_steps=accum, max_seq_length=args.seq_len,
                                  gradient_checkpointing=args.grad_ckpt, packing=packed, max_tokens_per_batch=max_tokens,
@@ -368,7 +376,7 @@ def print_stage(rows: list[dict], params: int, peak_tflops: float | None) -> Non
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-config", default="tiny", choices=["tiny", "1b"])
+    ap.add_argument("--model-config", default="tiny", choices=["tiny", "smollm2", "1b"])
     ap.add_argument("--strategy", default="zero2,zero3", help="comma list of plain|zero2|zero3")
     ap.add_argument("--workers", type=int, default=1, help="processes (GPUs) on this node")
     ap.add_argument("--bf16", action="store_true")
@@ -388,7 +396,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "batched (the same rows as one padded micro-batch), packed (train.packing, once per "
                          "--max-tokens), masked (packed, with train.attention=sdpa: a pack under one block-diagonal "
                          "mask instead of SDPA row by row), compiled (packed with the auto budget, and "
-                         "train.torch_compile, which masks packs)")
+                         "train.torch_compile, which masks packs), autocast (unpacked with train.bf16=true: on CPU "
+                         "bf16 autocast over float32 weights, trainer plain only)")
     ap.add_argument("--rows", default=None, help="stage mode: a run's sft_data folder (default: the demo eval set "
                                                  "through the judge template)")
     ap.add_argument("--tokenizer", default=None, help="stage mode: tokenizer folder (default: the embedded SmolLM2's)")

@@ -355,7 +355,7 @@ def _best_of_n(m: dict, rows: list[dict]) -> None:
 def _four_way_metrics(m: dict, rows: list[dict]) -> None:
     """Best-of-4 items judged in one prompt (``eval.four_way``), scored as RewardBench 2's generative mode is: the
     correct letter 1, another letter 0, no verdict 0.25 (a tie); chance 0.25. ``four_way_A_rate``: the share of
-    parsed verdicts naming the first answer (position bias; 0.25 when none)."""
+    parsed verdicts naming the first answer (position bias: 0.25 for a judge without one)."""
     if not rows:
         return
     ok = [r for r in rows if r["status"] == OK]

@@ -65,6 +65,17 @@ def bf16_weights(cfg: TrainConfig, gpu: bool) -> bool:
     return gpu and use_bf16(cfg, gpu)
 
 
+def cpu_has_native_bf16() -> Optional[bool]:
+    """Whether this CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo; None where unknown.
+    Without it, bf16 autocast is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def dtype_name(cfg: TrainConfig, gpu: bool) -> str:
     if not use_bf16(cfg, gpu):
         return "float32"

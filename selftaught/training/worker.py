@@ -16,9 +16,9 @@ from typing import Optional
 from selftaught import atomic
 from selftaught.config import TrainConfig, load_deepspeed
 from selftaught.training import budget, packing
-from selftaught.training.args import (attention_implementation, bf16_weights, dpo_config_kwargs, dtype_name,
-                                      grpo_config_kwargs, masks_packs, on_gpu, packed_kwargs, peft_config,
-                                      sft_config_kwargs, train_config, use_packing)
+from selftaught.training.args import (attention_implementation, bf16_weights, cpu_has_native_bf16, dpo_config_kwargs,
+                                      dtype_name, grpo_config_kwargs, masks_packs, on_gpu, packed_kwargs,
+                                      peft_config, sft_config_kwargs, train_config, use_bf16, use_packing)
 from selftaught.training.data import dpo_dataset, sft_dataset
 from selftaught.training.export import retie_embeddings, share_permissions
 from selftaught.training.throughput import Throughput
@@ -146,6 +146,9 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     from selftaught.io import read_records
 
     score_targets_only(gpu, cfg.torch_compile)
+    if not gpu and use_bf16(cfg, gpu) and cpu_has_native_bf16() is False:
+        log.warning("train.bf16=true on a CPU without AVX-512 bf16 or AMX: autocast is emulated, slower than "
+                    "float32; set train.bf16=null")
     dataset = sft_dataset(read_records(data_path))
     ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
     tokenizer = _tokenizer(base_model)
