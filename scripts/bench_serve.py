@@ -133,7 +133,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int) -> dict:
         await asyncio.gather(sampler(), *(client(http) for _ in range(clients)))
     # After the first minute (warm-up: allocator pools, the engine's buffers) the RSS should stay flat.
     return {"codes": codes, "wrong": wrong, "rss_first": mem[0], "rss_1min": mem[min(6, len(mem) - 1)],
-            "rss_last": mem[-1], "rss_max": max(mem), "samples": len(mem)}
+            "rss_last": mem[-1], "rss_max": max(mem), "samples": len(mem), "per_minute": mem[::6]}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -186,6 +186,7 @@ def main() -> None:
                   f"answers carrying another request's id {s['wrong']}; server RSS (with the engine core) "
                   f"{s['rss_first']:.0f} MB at the start, {s['rss_1min']:.0f} MB after 1 min, {s['rss_last']:.0f} MB "
                   f"at the end, {s['rss_max']:.0f} MB max ({s['samples']} samples, every 10 s)")
+            print("server RSS each minute (MB): " + " ".join(f"{x:.0f}" for x in s["per_minute"]))
 
 
 if __name__ == "__main__":

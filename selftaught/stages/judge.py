@@ -32,7 +32,8 @@ from selftaught.config import JudgeConfig
 from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
 from selftaught.parsing import (FOUR_WAY_OPTIONS, REASONING_FIRST, VERDICT_OPTIONS, VERIFY_LABELS, VERIFY_OPEN,
-                                VERIFY_OPTIONS, Verdict, parse_verdict, parse_yes_no, strip_reasoning, verdict_line, verdict_open, verify_line)
+                                VERIFY_OPTIONS, Verdict, parse_verdict, parse_yes_no, strip_reasoning, verdict_line,
+                                verdict_open, verify_line)
 from selftaught.prompts import Template, load_template
 from selftaught.rows import Judged
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance

@@ -59,9 +59,10 @@ def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
 
 
 def bf16_weights(cfg: TrainConfig, gpu: bool) -> bool:
-    """Whether the weights themselves are bf16: on GPU (DeepSpeed's bf16 keeps float32 master weights in its
-    optimizer). On CPU bf16 is autocast over float32 weights and optimizer: the matmuls run in bf16 (1.5x a
-    135M step on a CPU with AVX-512 bf16, README), while an update of lr 3e-5 would round away in bf16 weights."""
+    """Whether the model is loaded in bf16: on GPU, as the GPU path always has (DeepSpeed's bf16 keeps float32
+    master weights in its optimizer). On CPU bf16 is autocast over float32 weights and optimizer: the matmuls run
+    in bf16 (1.5x a 135M step on a CPU with AVX-512 bf16, README), while an update of lr 3e-5 would round away in
+    bf16 weights."""
     return gpu and use_bf16(cfg, gpu)
 
 

@@ -61,6 +61,9 @@ def train_worker(config: dict) -> None:
     gpu = on_gpu(cfg)
     _ensure_process_env(gpu)
     base, out = str(config["base_model"]), str(config["out_dir"])
+    if not gpu and use_bf16(cfg, gpu) and cpu_has_native_bf16() is False:
+        log.warning("train.bf16=true on a CPU without AVX-512 bf16 or AMX: autocast is emulated, slower than "
+                    "float32; set train.bf16=null")
     if cfg.objective == "sft":
         trainer, lora = load(cfg, str(config["data_path"]), base, out, gpu)
         save(trainer, cfg, lora, base, out, gpu, fit(trainer))
@@ -146,9 +149,6 @@ def load(cfg: TrainConfig, data_path: str, base_model: str, out_dir: str, gpu: b
     from selftaught.io import read_records
 
     score_targets_only(gpu, cfg.torch_compile)
-    if not gpu and use_bf16(cfg, gpu) and cpu_has_native_bf16() is False:
-        log.warning("train.bf16=true on a CPU without AVX-512 bf16 or AMX: autocast is emulated, slower than "
-                    "float32; set train.bf16=null")
     dataset = sft_dataset(read_records(data_path))
     ds_cfg = load_deepspeed(cfg)  # checked before Ray started (config.validate); read again here, on the worker
     tokenizer = _tokenizer(base_model)
