@@ -10,6 +10,7 @@ from selftaught import io
 from selftaught.fingerprint import content_digest
 from selftaught.atomic import atomic_path
 from selftaught.config import EvalConfig, EvalSetConfig, eval_set_name
+from selftaught.parsing import FOUR_WAY_OPTIONS
 
 EXTENSIONS = (".json", ".jsonl", ".parquet")
 
@@ -90,18 +91,15 @@ def best_of_n_pairs(item: dict, group: str) -> list[dict]:
             for i in range(len(cands)) for j in range(i + 1, len(cands))]
 
 
-FOUR = 4  # RewardBench 2's generative mode judges items of four candidates
-
-
 def four_way_item(item: dict, group: str) -> dict:
     """A best-of-4 item (candidate 0 correct) as one judgment of all four answers (``eval.four_way``). As in
     RewardBench 2's generative script, the correct answer swaps places with the one at a position drawn at
     random, here from the item's id (the same position every run and round); ``gold`` is that position's letter."""
-    pos = int(hashlib.sha256(group.encode()).hexdigest(), 16) % FOUR
-    order = list(range(FOUR))
+    pos = int(hashlib.sha256(group.encode()).hexdigest(), 16) % len(FOUR_WAY_OPTIONS)
+    order = list(range(len(FOUR_WAY_OPTIONS)))
     order[0], order[pos] = order[pos], order[0]
     base = {k: v for k, v in item.items() if k != "candidates"}
-    return {**base, "four_way": [item["candidates"][i] for i in order], "gold": "ABCD"[pos],
+    return {**base, "four_way": [item["candidates"][i] for i in order], "gold": FOUR_WAY_OPTIONS[pos],
             "eval_id": f"{group}/4way", "group": group}
 
 
@@ -126,7 +124,7 @@ def load_eval_sets(cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
                     pairs += rated_candidates({**r, "set": name}, eval_id)
                 elif "candidates" in r:
                     pairs += best_of_n_pairs({**r, "set": name}, eval_id)
-                    if cfg.four_way and len(r["candidates"]) == FOUR:
+                    if cfg.four_way and len(r["candidates"]) == len(FOUR_WAY_OPTIONS):
                         pairs.append(four_way_item({**r, "set": name}, eval_id))
                 else:
                     pairs.append({**r, "set": name, "eval_id": eval_id})

@@ -34,6 +34,7 @@ EMBEDDED_MODEL = "embedded:smollm2"
 JUDGE_FORMATS = ("reasoning_first", "verdict_first")  # parsing.FORMATS (no import: config stays dependency-free)
 
 EVAL_MODES = ("constrained", "free", "absolute", "verify")
+VERDICT_MODES = ("constrained", "free")  # the eval modes that decode an [[X]] verdict line
 
 # What the loop trains: pairwise verdicts, 1-5 gradings, both, or yes/no verdicts on one answer at a time (verify).
 JUDGE_MODES = ("pairwise", "absolute", "both", "verify")

@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 
 from omegaconf import MISSING
 
-from selftaught.config.base import BaseConfig, DATA_FORMATS, EVAL_MODES, JUDGE_FORMATS
+from selftaught.config.base import BaseConfig, DATA_FORMATS, EVAL_MODES, JUDGE_FORMATS, VERDICT_MODES
 
 
 @dataclass
@@ -97,7 +97,7 @@ class EvalConfig(BaseConfig):
         m = self.modes
         self._check(len(m) > 0 and all(x in EVAL_MODES for x in m) and len(set(m)) == len(m), "modes",
                     f"must be a non-empty list of distinct {'|'.join(EVAL_MODES)}, got {list(m)}")
-        self._check(not self.four_way or any(x in ("constrained", "free") for x in m), "four_way",
+        self._check(not self.four_way or any(x in VERDICT_MODES for x in m), "four_way",
                     "judges four answers in one prompt in mode constrained or free: add one to eval.modes")
         self._check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
         self._check(self.max_tokens >= 1, "max_tokens", "must be >= 1")

@@ -39,13 +39,15 @@ from typing import Optional
 
 from selftaught import console, eval_data, ties
 from selftaught.config import EvalConfig, EvalSetConfig, eval_config
+from selftaught.config.base import VERDICT_MODES
 from selftaught.degeneracy import DEFAULT_THRESHOLD
 from selftaught.engines import Engine
+from selftaught.parsing import FOUR_WAY_OPTIONS
 from selftaught.prompts import load_template
 from selftaught.rows import Evaluated
 from selftaught.stages import grades
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, provenance
-from selftaught.stages.judge import (ORDERS, VERIFY, JudgeDecoding, JudgeItem, both_orders, budget, four_way_form,
+from selftaught.stages.judge import (ORDERS, VERIFY, JudgeDecoding, JudgeItem, both_orders, budget, pairwise_form,
                                      preferred, sample)
 from selftaught.stats import bootstrap_ratio, fmt_ci, wilson
 from selftaught.store import StageDir
@@ -55,7 +57,7 @@ ABSOLUTE = "absolute"  # the eval mode that grades each answer alone
 VERIFY_MODE = "verify"  # the eval mode that asks yes/no of each answer alone
 NO_GOLD = "no gold answer (best-of-n pair of two wrong candidates)"  # absolute mode: not graded
 GRADED = "graded"  # the "order" of a response with a human score, graded alone
-FOUR_WAY_ORDER = "ABCD"  # the "order" of a best-of-4 item judged in one prompt (eval.four_way)
+FOUR_WAY_ORDER = "".join(FOUR_WAY_OPTIONS)  # the "order" of a best-of-4 item judged in one prompt (eval.four_way)
 BEST_OF_N_FIELDS = ("group", "cand_a", "cand_b", "n_candidates", "scored")
 
 
@@ -165,7 +167,7 @@ def _four_way(items: list[dict], engine: Engine, ctx: StageContext, cfg: EvalCon
     if not items:
         return []
     tpl = load_template(cfg.four_way_prompt)
-    form = four_way_form(cfg.format)
+    form = pairwise_form(cfg.format, FOUR_WAY_OPTIONS)
     judge_items = [JudgeItem(id=p["eval_id"], instruction=p["instruction"], answer_a=p["four_way"][0],
                              answer_b=p["four_way"][1], answer_c=p["four_way"][2], answer_d=p["four_way"][3],
                              pair_id=p["eval_id"], gold=p["gold"]) for p in items]
@@ -196,7 +198,7 @@ def _four_way(items: list[dict], engine: Engine, ctx: StageContext, cfg: EvalCon
 
 def four_way_modes(cfg: EvalConfig) -> list[str]:
     """The decodings a best-of-4 judgment is made in: those of ``eval.modes`` that write a pairwise verdict."""
-    return [m for m in cfg.modes if m in ("constrained", "free")]
+    return [m for m in cfg.modes if m in VERDICT_MODES]
 
 
 def is_four_way(p: dict) -> bool:

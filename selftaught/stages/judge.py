@@ -31,9 +31,8 @@ from selftaught import io, swap
 from selftaught.config import JudgeConfig
 from selftaught.degeneracy import repeat_ratio
 from selftaught.engines import Constraint, Engine, GenRequest, Sampling
-from selftaught.parsing import (FOUR_WAY_OPTIONS, REASONING_FIRST, VERDICT_OPTIONS, VERIFY_LABELS, VERIFY_OPEN,
-                                VERIFY_OPTIONS, Verdict, parse_verdict, parse_yes_no, strip_reasoning, verdict_line,
-                                verdict_open, verify_line)
+from selftaught.parsing import (REASONING_FIRST, VERDICT_OPTIONS, VERIFY_LABELS, VERIFY_OPEN, VERIFY_OPTIONS, Verdict,
+                                parse_verdict, parse_yes_no, strip_reasoning, verdict_line, verdict_open, verify_line)
 from selftaught.prompts import Template, load_template
 from selftaught.rows import Judged
 from selftaught.stages.base import OK, TOO_LONG, StageContext, StageSpec, Upstream, fits, provenance
@@ -53,7 +52,7 @@ class JudgeItem:
     answer_a: str
     answer_b: str = ""  # verify: unused (answer_a is the one response)
     pair_id: str = ""
-    answer_c: str = ""  # best of four (``FOUR_WAY``) only
+    answer_c: str = ""  # best of four (``pairwise_form`` over ``FOUR_WAY_OPTIONS``) only
     answer_d: str = ""
     gold: Optional[str] = None  # "A" | "B" when known (judge stage, eval); verify: "Yes" | "No"
 
@@ -76,18 +75,13 @@ class VerdictForm:
         return self.labels[self.options.index(option)] if option in self.options else option
 
 
-def pairwise_form(fmt: str) -> VerdictForm:
-    return VerdictForm(verdict_open(fmt), VERDICT_OPTIONS, VERDICT_OPTIONS, lambda v: verdict_line(v, fmt),
-                       lambda text: parse_verdict(text, fmt),
-                       lambda it: {"instruction": it.instruction, "answer_a": it.answer_a, "answer_b": it.answer_b})
-
-
-def four_way_form(fmt: str) -> VerdictForm:
-    """RewardBench 2's generative mode: the best of four answers, ``[[A]]`` to ``[[D]]`` in the pairwise line."""
-    return VerdictForm(verdict_open(fmt), FOUR_WAY_OPTIONS, FOUR_WAY_OPTIONS, lambda v: verdict_line(v, fmt),
-                       lambda text: parse_verdict(text, fmt, FOUR_WAY_OPTIONS),
-                       lambda it: {"instruction": it.instruction, "answer_a": it.answer_a, "answer_b": it.answer_b,
-                                   "answer_c": it.answer_c, "answer_d": it.answer_d})
+def pairwise_form(fmt: str, options: tuple[str, ...] = VERDICT_OPTIONS) -> VerdictForm:
+    """The ``[[X]]`` line of a judgment format over ``options``: two answers, or (``FOUR_WAY_OPTIONS``, RewardBench
+    2's generative mode) the best of four; the template gets ``answer_a`` ... one per option."""
+    answers = tuple(f"answer_{o.lower()}" for o in options)
+    return VerdictForm(verdict_open(fmt), options, options, lambda v: verdict_line(v, fmt),
+                       lambda text: parse_verdict(text, fmt, options),
+                       lambda it: {"instruction": it.instruction, **{a: getattr(it, a) for a in answers}})
 
 
 # judge.mode=verify: "does this response answer this instruction?" on one answer (template values instruction, response).
