@@ -209,11 +209,11 @@ class PreferenceRow(TypedDict, total=False):
     """``dpo_data``: TRL's conversational preference format (``DPOTrainer``), with provenance."""
     prompt: list[Message]  # system, user (the judge prompt)
     chosen: list[Message]  # the kept (correct) judgment
-    rejected: list[Message]  # an incorrect sampled judgment of the same (pair, order)
+    rejected: list[Message]  # an incorrect judgment of the same (pair, order), or of the same answer (verify)
     example_id: str
     pair_id: str
-    order: str
-    verdict: str  # the chosen judgment's (the gold answer)
+    order: str  # "AB" | "BA" (pairwise), "chosen" | "rejected" (verify: the answer judged)
+    verdict: str  # the chosen judgment's (the gold answer): "A" | "B" | "Yes" | "No"
     rejected_verdict: str
     kept_source: Optional[str]  # the chosen one: "sampled" | "mirror"
     category: Optional[str]

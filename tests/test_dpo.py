@@ -47,6 +47,42 @@ def test_preference_rows_pair_the_kept_judgment_with_an_incorrect_one():
     assert [(r["example_id"], r["status"]) for r in out if r["status"] == BALANCED_OUT] == [("p0/AB", BALANCED_OUT)]
 
 
+def _verified(pair: int, side: str, verdicts: list) -> dict:
+    gold = "Yes" if side == "chosen" else "No"
+    samples = [{"judgment": f"Verdict: {v}\nit {j}" if v else "Verdict: maybe", "verdict": v, "error": None, "tokens": 3,
+                "margin": None, "explained": True, "repeat": 0.0} for j, v in enumerate(verdicts)]
+    return {"example_id": f"p{pair}/{side}", "pair_id": f"p{pair}", "side": side, "gold": gold,
+            "instruction": f"Name {pair} fruit.", "response": f"apple {pair}" if gold == "Yes" else "a tuba",
+            "category": "Other", "samples": samples, "status": OK, "kept_judgment": f"Verdict: {gold}",
+            "kept_verdict": gold, "verify_meta": {"stage": "verify_pairs"}}
+
+
+def test_verify_preference_rows_put_the_other_verdict_against_the_kept_one():
+    """judge.mode=verify: one row per answer, in the verify prompt. With explanation=none the rejected target is the
+    other verdict's line even where every sample was correct; with explanations it must be a sampled wrong one."""
+    from selftaught.config import JudgeConfig
+    from selftaught.stages.judge import VERIFY
+    from selftaught.stages.verify_pairs import BALANCED_OUT as YES_NO_OUT
+
+    rows = [_verified(0, "chosen", ["Yes", "No"]), _verified(0, "rejected", ["No"]), _verified(1, "chosen", ["Yes"])]
+    terse = JudgeConfig(mode="verify", explanation="none")
+    out = dpo_data.process(rows, None, None, dpo_data.DpoBuild(terse))
+    assert [r["status"] for r in out] == [OK] * 3
+    for r in out:
+        assert r["order"] == r["example_id"].split("/")[1] and r["chosen"][0]["content"] == VERIFY.line(r["verdict"])
+        assert {r["verdict"], r["rejected_verdict"]} == {"Yes", "No"}
+        assert r["rejected"][0]["content"] == VERIFY.line(r["rejected_verdict"])  # a verdict line, as SFT's targets
+        assert r["template"].startswith("verify@") and ("a tuba" in r["prompt"][1]["content"]) == (r["order"] == "rejected")
+    explained = dpo_data.process(rows, None, None, dpo_data.DpoBuild(JudgeConfig(mode="verify", explanation="short")))
+    assert [r["status"] for r in explained] == [OK, dpo_data.NO_INCORRECT, dpo_data.NO_INCORRECT]
+    assert explained[0]["rejected"][0]["content"] == "Verdict: No\nit 1"  # the sampled wrong one, as judged
+    # verify_pairs' yes/no balance applies as in sft_data, counted as its own failure.
+    t = {"Yes": max(balance_key(0, "p0/chosen"), balance_key(0, "p1/chosen")) - 1, "No": 2 ** 64 - 1}
+    out = dpo_data.process(rows, None, None, dpo_data.DpoBuild(terse, verify_thresholds=t))
+    dropped = [r["example_id"] for r in out if r["status"] == YES_NO_OUT]
+    assert len(dropped) == 1 and dropped[0].endswith("/chosen") and sum(r["status"] == OK for r in out) == 2
+
+
 def test_objective_config():
     cfg = compose(["train.objective=sft_then_dpo"])
     kw = dpo_config_kwargs(cfg.train, "/tmp/x", gpu=False)
@@ -54,7 +90,7 @@ def test_objective_config():
     assert kw["learning_rate"] == cfg.train.lr == 1e-6 and "completion_only_loss" not in kw
     plain = dpo_config_kwargs(TrainConfig(objective="dpo", dpo=DpoConfig(nll_weight=0.0, lr=5e-7)), "/tmp/x", gpu=False)
     assert plain["loss_type"] == ["sigmoid"] and plain["learning_rate"] == 5e-7
-    with pytest.raises(ConfigError, match="train.objective: dpo trains on pairwise judgments"):
+    with pytest.raises(ConfigError, match="train.objective: dpo trains on verdicts; judge.mode=absolute samples grades"):
         compose(["train.objective=dpo", "judge.mode=absolute"])
     with pytest.raises(ConfigError, match="train.objective: must be one of sft|dpo|sft_then_dpo"):
         compose(["train.objective=ppo"])

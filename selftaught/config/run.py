@@ -76,9 +76,9 @@ def validate(cfg: RunConfig, *, local_files: bool = True) -> RunConfig:
     """What no single section can check (each checked its own fields when it was built); idempotent,
     returns ``cfg``. ``local_files=False`` skips what only this machine's files can tell (a DeepSpeed
     JSON at an absolute path): ``selftaught submit`` checks a config the cluster will run."""
-    # DPO pairs a correct and an incorrect verdict of one (pair, order): only pairwise judging samples them.
-    _check(not cfg.train.objective.endswith("dpo") or cfg.judge.mode in ("pairwise", "both"), "train.objective",
-           f"{cfg.train.objective} trains on pairwise judgments; judge.mode={cfg.judge.mode} samples none (use pairwise or both)")
+    # DPO pairs a correct and an incorrect verdict of one (pair, order) or one answer (verify); grades have none.
+    _check(not cfg.train.objective.endswith("dpo") or cfg.judge.mode in ("pairwise", "both", "verify"), "train.objective",
+           f"{cfg.train.objective} trains on verdicts; judge.mode={cfg.judge.mode} samples grades (use pairwise, both or verify)")
     # GRPO samples the judge's verdicts on the pairs: a pairwise verdict, or verify's yes/no, not a 1-5 grade.
     _check(not cfg.train.objective.endswith("grpo") or cfg.judge.mode in ("pairwise", "both", "verify"),
            "train.objective", f"{cfg.train.objective} rewards a verdict; judge.mode={cfg.judge.mode} gives grades "

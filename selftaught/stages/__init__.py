@@ -12,7 +12,7 @@ from selftaught.stages import (categorize, dpo_data, evaluate, grade_pairs, grad
 # pairs once; select reads categorize. neighbors (pairs.rejected=neighbor|mixed) finds each selected instruction
 # similar ones of the pool, which pairs answers. judge (pairwise verdicts), grade_pairs (absolute gradings) and
 # verify_pairs (yes/no on one answer) read the pairs; judge.mode picks which run, and sft_data reads them all.
-# dpo_data (train.objective=dpo|sft_then_dpo) reads the judge's; grpo_data (train.objective=grpo|sft_then_grpo)
+# dpo_data (train.objective=dpo|sft_then_dpo) reads the judge's and verify_pairs'; grpo_data (train.objective=grpo|sft_then_grpo)
 # the pairs.
 PIPELINE = (load.SPEC, categorize.SPEC, holdout.SPEC, neighbors.HOLDOUT, pairs.HOLDOUT, select.SPEC, neighbors.SPEC,
             pairs.SPEC, judge.SPEC, grade_pairs.SPEC, verify_pairs.SPEC, sft_data.SPEC, dpo_data.SPEC,

@@ -8,6 +8,11 @@ row without one is a failure ("no incorrect judgment"), never silently lost. The
 balance applies as in ``sft_data``, so the two sets hold the same (pair, order)s where both exist.
 With verdict-first judging only kept judgments are explained, so a rejected one is its verdict line:
 the preference is then on the verdict, the NLL term on the whole chosen judgment.
+
+Under ``judge.mode=verify`` the rows come from ``verify_pairs``: one per answer, in the verify prompt, the kept
+(correct) yes/no judgment against an incorrect one sampled for the same answer. With ``judge.explanation=none``
+both are verdict lines, and the incorrect one is the other verdict's line whether or not the judge sampled it (it
+is the only incorrect target there is), so no row lacks one; the yes/no balance applies as in ``sft_data``.
 """
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from selftaught.config import JudgeConfig, RunConfig
+from selftaught.parsing import VERIFY_LABELS
 from selftaught.prompts import load_template
 from selftaught.rows import PreferenceRow
-from selftaught.stages import judge
+from selftaught.stages import judge, verify_pairs
 from selftaught.stages.base import OK, StageSpec, Upstream
-from selftaught.stages.judge import BALANCED_OUT, JudgeItem, balanced_in, judge_messages
+from selftaught.stages.judge import BALANCED_OUT, VERIFY, JudgeItem, balanced_in, judge_messages, target
 
 STAGE = "dpo_data"
 NO_INCORRECT = "no incorrect judgment"
@@ -32,34 +38,57 @@ class DpoBuild:
     judge: JudgeConfig
     seed: int = 0
     thresholds: Optional[dict] = field(default=None)  # the judge's A/B balance (None: judge.balance=false)
+    verify_thresholds: Optional[dict] = field(default=None)  # verify_pairs' yes/no balance (None: keep every row)
+
+
+def _rejected(r: dict, cfg: DpoBuild, verify: bool) -> Optional[dict]:
+    """An incorrect judgment of this row (its ``judgment`` as the rejected target, its ``verdict``), or None."""
+    if verify and cfg.judge.explained == "none":
+        other = next(v for v in VERIFY_LABELS if v != r["gold"])
+        return {"judgment": VERIFY.line(other), "verdict": other}
+    wrong = [s for s in r.get("samples") or [] if s["verdict"] is not None and s["verdict"] != r["gold"]]
+    if not wrong:
+        return None
+    s = random.Random(f"{cfg.seed}:dpo:{r['example_id']}").choice(wrong)
+    return {"judgment": target(s, VERIFY, cfg.judge) if verify else s["judgment"], "verdict": s["verdict"]}
 
 
 def process(judged: list[dict], engine, ctx, cfg: DpoBuild) -> list[dict]:
-    tpl = load_template(cfg.judge.template)
+    """Kept judge rows (pairwise: per (pair, order)) and kept verify_pairs rows (per answer) -> preference rows."""
+    pairwise_tpl, verify_tpl = load_template(cfg.judge.template), load_template(cfg.judge.verify_template)
     out = []
     for r in judged:
         if r["status"] != OK:
             continue
-        head = {"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["order"], "verdict": r["kept_verdict"]}
-        if cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds):
-            out.append({**head, "status": BALANCED_OUT})
+        verify = r["gold"] in VERIFY_LABELS
+        head = {"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["side"] if verify else r["order"],
+                "verdict": r["kept_verdict"]}
+        if verify:
+            dropped = cfg.verify_thresholds is not None and not verify_pairs.balanced_in(r, cfg.seed, cfg.verify_thresholds)
+        else:
+            dropped = cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds)
+        if dropped:
+            out.append({**head, "status": verify_pairs.BALANCED_OUT if verify else BALANCED_OUT})
             continue
-        wrong = [s for s in r.get("samples") or [] if s["verdict"] is not None and s["verdict"] != r["gold"]]
-        if not wrong:
+        rejected = _rejected(r, cfg, verify)
+        if rejected is None:
             out.append({**head, "status": NO_INCORRECT})
             continue
-        rejected = random.Random(f"{cfg.seed}:dpo:{r['example_id']}").choice(wrong)
-        item = JudgeItem(r["example_id"], r["instruction"], r["answer_a"], r["answer_b"])
+        if verify:
+            tpl, prompt = verify_tpl, judge_messages(verify_tpl, JudgeItem(r["example_id"], r["instruction"], r["response"]), VERIFY)
+        else:
+            tpl, prompt = pairwise_tpl, judge_messages(pairwise_tpl, JudgeItem(r["example_id"], r["instruction"],
+                                                                               r["answer_a"], r["answer_b"]))
         out.append({
             **head,
-            "prompt": judge_messages(tpl, item),
+            "prompt": prompt,
             "chosen": [{"role": "assistant", "content": r["kept_judgment"]}],
             "rejected": [{"role": "assistant", "content": rejected["judgment"]}],
             "rejected_verdict": rejected["verdict"],
-            "kept_source": r.get("kept_source"),
+            "kept_source": r.get("kept_source", "sampled"),
             "category": r.get("category"),
             "template": tpl.id,
-            "judge_meta": r["judge_meta"],
+            "judge_meta": r["verify_meta"] if verify else r["judge_meta"],
             "status": OK,
         })
     return out
@@ -68,16 +97,20 @@ def process(judged: list[dict], engine, ctx, cfg: DpoBuild) -> list[dict]:
 def shard_stats(rows: list[dict], cfg: DpoBuild) -> dict:
     ok = [r for r in rows if r["status"] == OK]
     return {"chosen_A": sum(r["verdict"] == "A" for r in ok), "chosen_B": sum(r["verdict"] == "B" for r in ok),
+            "chosen_yes": sum(r["verdict"] == "Yes" for r in ok), "chosen_no": sum(r["verdict"] == "No" for r in ok),
             "rejected_explained": sum("\n" in r["rejected"][0]["content"].strip() for r in ok),
             "kept_mirror": sum(r["kept_source"] == judge.MIRROR for r in ok),
             "by_order": dict(Counter(r["order"] for r in ok))}
 
 
 def dpo_build(cfg: RunConfig, up: Upstream) -> DpoBuild:
-    return DpoBuild(judge.stage_config(cfg, up), cfg.seed,
-                    up.summary_of(judge.STAGE).get("balance") if cfg.judge.balance else None)
+    balance = cfg.judge.balance
+    return DpoBuild(cfg.judge if cfg.judge.mode == "verify" else judge.stage_config(cfg, up), cfg.seed,
+                    up.summary_of(judge.STAGE).get("balance") if balance else None,
+                    up.summary_of(verify_pairs.STAGE).get("balance") if balance else None)
 
 
 SPEC = StageSpec(name=STAGE, row_type=PreferenceRow, process=process, engine=None, shard_stats=shard_stats,
-                 summarize=lambda st, c: dict(st), config=dpo_build, sources=(judge.STAGE,),
-                 enabled=lambda cfg: cfg.train.objective in ("dpo", "sft_then_dpo"), templates=lambda c: (c.judge.template,))
+                 summarize=lambda st, c: dict(st), config=dpo_build, sources=(judge.STAGE, verify_pairs.STAGE),
+                 enabled=lambda cfg: cfg.train.objective in ("dpo", "sft_then_dpo"),
+                 templates=lambda c: (c.judge.verify_template if c.judge.mode == "verify" else c.judge.template,))
