@@ -98,12 +98,17 @@ async def served(url: str, c: int, n: int) -> tuple[float, list[float]]:
         return n / (time.perf_counter() - t0), lat
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server and its children (vLLM's engine core is a child process)."""
+def rss_mb(pid: int) -> dict[str, float]:
+    """Resident memory (MB) of the server and of each child by name (vLLM's engine core and its worker are
+    child processes), and their total."""
     import psutil
 
     p = psutil.Process(pid)
-    return sum(x.memory_info().rss for x in [p, *p.children(recursive=True)]) / 2 ** 20
+    out = {"server": p.memory_info().rss / 2 ** 20}
+    for i, x in enumerate(p.children(recursive=True)):
+        name = x.name().removeprefix("VLLM::") or f"child{i}"
+        out[name] = out.get(name, 0) + x.memory_info().rss / 2 ** 20
+    return {**out, "total": sum(out.values())}
 
 
 async def soak(url: str, pid: int, seconds: float, clients: int) -> dict:
@@ -132,8 +137,9 @@ async def soak(url: str, pid: int, seconds: float, clients: int) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
         await asyncio.gather(sampler(), *(client(http) for _ in range(clients)))
     # After the first minute (warm-up: allocator pools, the engine's buffers) the RSS should stay flat.
-    return {"codes": codes, "wrong": wrong, "rss_first": mem[0], "rss_1min": mem[min(6, len(mem) - 1)],
-            "rss_last": mem[-1], "rss_max": max(mem), "samples": len(mem), "per_minute": mem[::6]}
+    total = [m["total"] for m in mem]
+    return {"codes": codes, "wrong": wrong, "rss_first": total[0], "rss_1min": total[min(6, len(total) - 1)],
+            "rss_last": total[-1], "rss_max": max(total), "samples": len(total), "per_minute": mem[::6]}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -186,7 +192,8 @@ def main() -> None:
                   f"answers carrying another request's id {s['wrong']}; server RSS (with the engine core) "
                   f"{s['rss_first']:.0f} MB at the start, {s['rss_1min']:.0f} MB after 1 min, {s['rss_last']:.0f} MB "
                   f"at the end, {s['rss_max']:.0f} MB max ({s['samples']} samples, every 10 s)")
-            print("server RSS each minute (MB): " + " ".join(f"{x:.0f}" for x in s["per_minute"]))
+            for name in s["per_minute"][0]:
+                print(f"RSS each minute, {name} (MB): " + " ".join(f"{m.get(name, 0):.0f}" for m in s["per_minute"]))
 
 
 if __name__ == "__main__":
