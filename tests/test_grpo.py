@@ -185,7 +185,7 @@ def _correct(history: list[dict]) -> tuple[float, float]:
 @pytest.mark.slow
 def test_grpo_on_two_workers_learns_a_toy_task(tmp_path, smollm2_path, ray_local):
     """Two Ray Train workers, 8 steps of 4 prompts x 4 judgments: correctness rises from the seed's ~0.4 to ~1
-    (steps 4-6 reach it; 28 s a step on 2 cores).
+    (steps 4-6 reach it).
     A pair's presentations may be generated on both workers: none goes unpaired."""
     from selftaught.training.launch import train_with_ray
 

@@ -105,7 +105,9 @@ def shard_stats(rows: list[dict], cfg: DpoBuild) -> dict:
 
 def dpo_build(cfg: RunConfig, up: Upstream) -> DpoBuild:
     balance = cfg.judge.balance
-    return DpoBuild(cfg.judge if cfg.judge.mode == "verify" else judge.stage_config(cfg, up), cfg.seed,
+    # Each mode's knobs alone (as its stage sees them): a knob of the other mode redoes nothing here.
+    stage = verify_pairs if cfg.judge.mode == "verify" else judge
+    return DpoBuild(stage.stage_config(cfg, up), cfg.seed,
                     up.summary_of(judge.STAGE).get("balance") if balance else None,
                     up.summary_of(verify_pairs.STAGE).get("balance") if balance else None)
 
