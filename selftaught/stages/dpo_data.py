@@ -53,6 +53,30 @@ def _rejected(r: dict, cfg: DpoBuild, verify: bool) -> Optional[dict]:
     return {"judgment": target(s, VERIFY, cfg.judge) if verify else s["judgment"], "verdict": s["verdict"]}
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between a judge row (pairwise, per (pair, order)) and a verify_pairs row (per answer)."""
+    verify: bool
+    order: str  # "AB" | "BA", or the answer judged: "chosen" | "rejected"
+    dropped: Optional[str]  # the balance's failure reason when the row is balanced out, else None
+    template: str  # the prompt's template id
+    prompt: list[dict]
+    meta: dict
+
+
+def _kind(r: dict, cfg: DpoBuild, pairwise_tpl, verify_tpl) -> _Kind:
+    if r["gold"] in VERIFY_LABELS:
+        t = cfg.verify_thresholds
+        out = t is not None and not verify_pairs.balanced_in(r, cfg.seed, t)
+        item = JudgeItem(r["example_id"], r["instruction"], r["response"])
+        return _Kind(True, r["side"], verify_pairs.BALANCED_OUT if out else None, verify_tpl.id,
+                     judge_messages(verify_tpl, item, VERIFY), r["verify_meta"])
+    out = cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds)
+    item = JudgeItem(r["example_id"], r["instruction"], r["answer_a"], r["answer_b"])
+    return _Kind(False, r["order"], BALANCED_OUT if out else None, pairwise_tpl.id, judge_messages(pairwise_tpl, item),
+                 r["judge_meta"])
+
+
 def process(judged: list[dict], engine, ctx, cfg: DpoBuild) -> list[dict]:
     """Kept judge rows (pairwise: per (pair, order)) and kept verify_pairs rows (per answer) -> preference rows."""
     pairwise_tpl, verify_tpl = load_template(cfg.judge.template), load_template(cfg.judge.verify_template)
@@ -60,35 +84,25 @@ def process(judged: list[dict], engine, ctx, cfg: DpoBuild) -> list[dict]:
     for r in judged:
         if r["status"] != OK:
             continue
-        verify = r["gold"] in VERIFY_LABELS
-        head = {"example_id": r["example_id"], "pair_id": r["pair_id"], "order": r["side"] if verify else r["order"],
-                "verdict": r["kept_verdict"]}
-        if verify:
-            dropped = cfg.verify_thresholds is not None and not verify_pairs.balanced_in(r, cfg.seed, cfg.verify_thresholds)
-        else:
-            dropped = cfg.thresholds is not None and not balanced_in(r, cfg.seed, cfg.thresholds)
-        if dropped:
-            out.append({**head, "status": verify_pairs.BALANCED_OUT if verify else BALANCED_OUT})
+        k = _kind(r, cfg, pairwise_tpl, verify_tpl)
+        head = {"example_id": r["example_id"], "pair_id": r["pair_id"], "order": k.order, "verdict": r["kept_verdict"]}
+        if k.dropped:
+            out.append({**head, "status": k.dropped})
             continue
-        rejected = _rejected(r, cfg, verify)
+        rejected = _rejected(r, cfg, k.verify)
         if rejected is None:
             out.append({**head, "status": NO_INCORRECT})
             continue
-        if verify:
-            tpl, prompt = verify_tpl, judge_messages(verify_tpl, JudgeItem(r["example_id"], r["instruction"], r["response"]), VERIFY)
-        else:
-            tpl, prompt = pairwise_tpl, judge_messages(pairwise_tpl, JudgeItem(r["example_id"], r["instruction"],
-                                                                               r["answer_a"], r["answer_b"]))
         out.append({
             **head,
-            "prompt": prompt,
+            "prompt": k.prompt,
             "chosen": [{"role": "assistant", "content": r["kept_judgment"]}],
             "rejected": [{"role": "assistant", "content": rejected["judgment"]}],
             "rejected_verdict": rejected["verdict"],
             "kept_source": r.get("kept_source", "sampled"),
             "category": r.get("category"),
-            "template": tpl.id,
-            "judge_meta": r["verify_meta"] if verify else r["judge_meta"],
+            "template": k.template,
+            "judge_meta": k.meta,
             "status": OK,
         })
     return out
