@@ -4,6 +4,7 @@ One engine per backend for the whole module (a vLLM start costs ~35 s on CPU).
 """
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -189,3 +190,24 @@ def test_frequency_penalty_breaks_loops(engine):
     assert repeat_ratio(penalized.texts[0]) < repeat_ratio(plain.texts[0])
     # Output tokens only: the first token (no output yet) is the same, whatever the prompt repeats.
     assert first_plain.texts == first_penalized.texts
+
+
+def test_the_cpu_engine_caps_onednns_primitive_cache(monkeypatch, caplog):
+    """``engine.onednn_cache`` reaches the environment the engine's processes are spawned with; a caller's own
+    different value is replaced, and said so; our own earlier value (an earlier engine's) silently."""
+    from selftaught.engines import vllm_engine
+
+    key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    monkeypatch.setattr(vllm_engine, "_ENV_SET_BY_US", {})
+    for k in (key, "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(key, "1024")
+    with caplog.at_level("WARNING", logger=vllm_engine.__name__):
+        vllm_engine._setup_cpu_env(threads=1, onednn_cache=0)
+    assert os.environ[key] == "0" and f"{key}=1024 replaced by engine.onednn_cache=0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=vllm_engine.__name__):
+        vllm_engine._setup_cpu_env(threads=1, onednn_cache=64)
+    assert os.environ[key] == "64" and key not in caplog.text
+    with pytest.raises(ValueError, match="onednn_cache"):
+        EngineConfig(onednn_cache=-1)

