@@ -160,6 +160,39 @@ def test_a_kl_term_builds_its_reference_from_a_folder_without_architectures(tmp_
     assert "kl" in worker.fit(trainer)["log_history"][0]
 
 
+def test_reasoning_first_judgments_are_sampled_whole_and_scored_on_their_last_line(tmp_path, tiny_model_path):
+    """judge.format=reasoning_first (the J1 "thinking" judge): the prompts open nothing (the reasoning comes
+    first), the trainer samples the whole judgment, and the rewards read its last line; one step on the
+    tiny model in the pairwise template."""
+    from selftaught.training import worker
+
+    rows = grpo_data.process(_pairs(2), None, None, grpo_data.GrpoBuild(verify=False, template="judge",
+                                                                        format=REASONING_FIRST))
+    assert {r["form"] for r in rows} == {REASONING_FIRST} and len(rows) == 4
+    write_records(tmp_path / "g.parquet", rows)
+    cfg = TrainConfig(objective="grpo", strategy="plain", deepspeed=None, num_workers=1, per_device_batch_size=8,
+                      gradient_accumulation_steps=1, max_steps=1, warmup_steps=0, logging_steps=1,
+                      grpo=GrpoConfig(num_generations=2, max_completion_length=12))
+    trainer, _ = worker.load_grpo(cfg, str(tmp_path / "g.parquet"), tiny_model_path, str(tmp_path / "out"), gpu=False)
+    ds = trainer.train_dataset
+    assert set(ds["prefill"]) == {""} and all(p.endswith("<|im_start|>assistant\n") for p in ds["prompt"])
+    seen = []
+    trainer.reward_funcs[0] = _recording(trainer.reward_funcs[0], seen)
+    (h,) = [x for x in worker.fit(trainer)["log_history"] if "rewards/correctness/mean" in x]
+    assert len(seen) == 8 and all(isinstance(c, str) for c in seen) and h["completions/mean_length"] > 4
+    # The tiny random model writes no verdict line: nothing parses, nothing is paid for correctness or form.
+    assert h["rewards/correctness/mean"] == 0 and h["rewards/format/mean"] == 0
+
+
+
+def _recording(fn, seen: list):
+    """The reward ``fn``, keeping the completions' text it was asked to score."""
+    def wrapped(completions, **kw):
+        seen.extend(c if isinstance(c, str) else c[0]["content"] for c in completions)
+        return fn(completions=completions, **kw)
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
 
 def _always_no(tmp_path: Path) -> Path:
     """A learnable toy: every presentation's label is No (the seed says No to about 0.4 of them)."""
