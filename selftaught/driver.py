@@ -228,7 +228,8 @@ class Run:
 
     def _hash(self, spec: StageSpec, upstream_hash: str, stage_cfg: Any, model: Model) -> str:
         """What the stage's output depends on (see ``StageSpec``); it chains through every upstream stage."""
-        parts = [upstream_hash, spec.name, stage_cfg, [load_template(t).id for t in spec.templates(stage_cfg)],
+        parts = [upstream_hash, spec.name, spec.hash_view(stage_cfg),
+                 [load_template(t).id for t in spec.templates(stage_cfg)],
                  spec.hash_extra(self.cfg)]
         if spec.engine is not None:
             generator = spec.engine == "generator"

@@ -192,10 +192,12 @@ def test_frequency_penalty_breaks_loops(engine):
     assert first_plain.texts == first_penalized.texts
 
 
-def test_the_cpu_engine_caps_onednns_primitive_cache(monkeypatch, caplog):
-    """``engine.onednn_cache`` reaches the environment the engine's processes are spawned with; a caller's own
-    different value is replaced, and said so; our own earlier value (an earlier engine's) silently."""
+def test_the_cpu_engine_sizes_onednns_primitive_cache(monkeypatch, caplog):
+    """``engine.onednn_cache`` reaches the environment the engine's processes start with; a caller's own
+    different value is replaced, and said so; unset, an earlier engine's value is taken back (oneDNN's default)
+    and a caller's kept. The service runs 0 unless told otherwise."""
     from selftaught.engines import vllm_engine
+    from selftaught.serve.judge import served_engine
 
     key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
     monkeypatch.setattr(vllm_engine, "_ENV_SET_BY_US", {})
@@ -209,5 +211,12 @@ def test_the_cpu_engine_caps_onednns_primitive_cache(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger=vllm_engine.__name__):
         vllm_engine._setup_cpu_env(threads=1, onednn_cache=64)
     assert os.environ[key] == "64" and key not in caplog.text
+    vllm_engine._setup_cpu_env(threads=1, onednn_cache=None)
+    assert key not in os.environ
+    monkeypatch.setenv(key, "256")
+    vllm_engine._setup_cpu_env(threads=1, onednn_cache=None)
+    assert os.environ[key] == "256"
     with pytest.raises(ValueError, match="onednn_cache"):
         EngineConfig(onednn_cache=-1)
+    assert EngineConfig().onednn_cache is None and served_engine(EngineConfig()).onednn_cache == 0
+    assert served_engine(EngineConfig(onednn_cache=1024)).onednn_cache == 1024

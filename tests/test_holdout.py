@@ -2,6 +2,8 @@
 evaluated on them, and no held-out instruction, nor its answer, reaches a round's pairs, judge, SFT rows or
 training, with generator.fresh_instructions too. Pairs by SmolLM2 (neighbor pairs), judge a tiny random Llama."""
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -72,3 +74,10 @@ def test_held_out_instructions_never_reach_training_with_fresh_instructions(tmp_
         assert ev["metrics"]["constrained"]["holdout"]["pairs"] == min(len(held_pairs), 2)  # eval.limit per file
     summary = json.loads((root / "summary.json").read_text())
     assert all("eval/constrained/holdout/accuracy" in r for r in summary)
+
+    # A copy of the run under another name is the same run: every stage resumes, the evals on the held-out
+    # pairs too (the held-out set's folder is this run's, identified by its stage's hash, not by its path).
+    shutil.copytree(root, tmp_path / "held_copy")
+    again = run(replace(cfg, name="held_copy"))
+    assert again.run_dir == tmp_path / "held_copy"
+    assert [s["stage"] for s in again.summaries if not s.get("resumed")] == []

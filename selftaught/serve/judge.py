@@ -11,10 +11,10 @@ back with ``error: "prompt too long"``, never a guess.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from selftaught.config import RunConfig
+from selftaught.config import EngineConfig, RunConfig
 from selftaught.engines import Engine
 from selftaught.prompts import load_template
 from selftaught.stages import grades, verdicts
@@ -51,6 +51,12 @@ def _view(stage_rows: list[dict], keys: tuple[str, ...], spec) -> list[dict]:
     return out
 
 
+def served_engine(engine: EngineConfig) -> EngineConfig:
+    """The engine config a service runs: ``engine.onednn_cache`` unset means 0 here, so the engine's memory
+    stays flat under batches of every size (the config field says what it costs)."""
+    return engine if engine.onednn_cache is not None else replace(engine, onednn_cache=0)
+
+
 @dataclass
 class ServedJudge:
     engine: Engine
@@ -64,7 +70,7 @@ class ServedJudge:
         """Build the engine on a local model folder (the one slow step: minutes for a large model)."""
         from selftaught.engines import make_engine
 
-        return cls.on(make_engine(cfg.engine, model_path, cfg.model.max_model_len), cfg, model_path)
+        return cls.on(make_engine(served_engine(cfg.engine), model_path, cfg.model.max_model_len), cfg, model_path)
 
     @classmethod
     def on(cls, engine: Engine, cfg: RunConfig, model_path: str) -> "ServedJudge":

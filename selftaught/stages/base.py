@@ -65,18 +65,22 @@ def _no_templates(_: Any) -> tuple[str, ...]:
     return ()
 
 
+def _whole(stage_cfg: Any) -> Any:
+    return stage_cfg
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A stage, declared once in its own module (``SPEC``); the driver and the shard runner read it.
 
     Lifecycle (``driver.Run._stage``): ``config`` gives the object the stage runs with. The stage's
-    hash chains the upstream hash, its name, that object, its templates' ids, ``hash_extra`` and,
-    for an engine stage, the model's id, decoding constraints, context and seed. Unless the stage's
-    marker holds that hash, each uncommitted input shard (the upstream's, or ``inputs``) goes to
-    ``process`` on an engine of kind ``engine``; a stage without ``process`` is written by the driver
-    from ``items``. Each output shard is committed with ``shard_stats`` of its rows; after the last,
-    ``finalize`` adds whole-stage fields and the summary is the merged stats through ``summarize``,
-    plus counts and tokens. A stage reads the one before it, or the ``sources`` it names (a stage that
+    hash chains the upstream hash, its name, that object (its ``hash_view``), its templates' ids,
+    ``hash_extra`` and, for an engine stage, the model's id, decoding constraints, context and seed.
+    Unless the stage's marker holds that hash, each uncommitted input shard (the upstream's, or
+    ``inputs``) goes to ``process`` on an engine of kind ``engine``; a stage without ``process`` is
+    written by the driver from ``items``. Each output shard is committed with ``shard_stats`` of its
+    rows; after the last, ``finalize`` adds whole-stage fields and the summary is the merged stats
+    through ``summarize``, plus counts and tokens. A stage reads the one before it, or the ``sources`` it names (a stage that
     is not ``enabled`` is skipped). Adding a stage is one module with its ``SPEC``, listed in
     ``stages.PIPELINE``, plus its prompt templates.
     """
@@ -106,6 +110,9 @@ class StageSpec:
     templates: Callable[[Any], tuple[str, ...]] = _no_templates
     # Run config -> more of the hash: fingerprints of the files it reads.
     hash_extra: Callable[["RunConfig"], Any] = _none
+    # Its config -> what of it is hashed (default: all). Leave out a path into the run's own folder: the
+    # upstream hash already identifies what is there, and a run copied or moved elsewhere keeps the stage.
+    hash_view: Callable[[Any], Any] = _whole
     # A driver-written stage: (config, upstream) -> its rows, and failures by ``status``, in a fixed order.
     items: Optional[Callable[[Any, Upstream], Iterable[dict]]] = None
     # Its summary's "in" when not (rows per input x input rows): a filter's candidates.

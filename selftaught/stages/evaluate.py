@@ -482,6 +482,13 @@ def stage_config(cfg, up: Upstream) -> EvalConfig:
     return replace(c, sets=[*c.sets, held])
 
 
+def hashed(c: EvalConfig) -> EvalConfig:
+    """The config less the held-out set's path, a folder of this run that the upstream hash identifies."""
+    if not c.holdout.enabled:
+        return c
+    return replace(c, sets=[replace(s, path="<run>") if s.name == c.holdout.name else s for s in c.sets])
+
+
 def inputs(cfg: EvalConfig, sd: StageDir, shard_size: int) -> list[Path]:
     """The eval pairs as the stage's input shards; unreadable rows in ``rejected.jsonl``."""
     pairs_, rejects = eval_data.load_eval_sets(cfg)
@@ -504,5 +511,5 @@ SPEC = StageSpec(name=STAGE, row_type=Evaluated, process=process, engine="judge"
                  row_id=lambda r: f"{r['eval_id']}/{r['order']}/{r.get('mode')}",
                  config=stage_config,
                  templates=lambda c: (c.template, c.absolute_template) + ((c.four_way_prompt,) if c.four_way else ()),
-                 hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), inputs=inputs, finalize=finalize,
+                 hash_extra=lambda cfg: eval_data.fingerprint(cfg.eval), hash_view=hashed, inputs=inputs, finalize=finalize,
                  describe=lambda c: f"{len(ORDERS)} orders, {'+'.join(c.modes)}")
