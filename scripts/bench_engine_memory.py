@@ -7,8 +7,9 @@ engine per cache size, side by side in one run.
 Each engine runs the serve path without HTTP (``ServedJudge.compare``, as ``selftaught serve`` calls it):
 1 to ``--max-pairs`` pairs per call, the size drawn at random (seeded), for ``--seconds``; the engine worker's
 resident memory is read every 10 s. Then three generation calls (16 answers of up to 128 tokens each,
-sampled) for the loop's other workload: their mean tok/s and range. Pairs: the shipped demo eval set, cycled. A fixed batch size would show no growth:
-the cache fills with one kernel per new matmul shape, and a fixed batch repeats its few shapes.
+sampled) for the loop's other workload: their mean tok/s and range. Pairs: the shipped demo eval set, cycled.
+A fixed batch size would show no growth: the cache fills with kernels for each new matmul shape, and a fixed
+batch repeats its few shapes.
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def main() -> None:
           f"{'after 1 min':>11} | {'end':>6} | {'MB/min after 1 min':>18} | generate tok/s, {GEN_CALLS} calls")
     for r in rows:
         print(f"{r['cache']:>12} | {r['pairs']:>6} | {r['rate']:>7.2f} | {r['rate'] / rows[0]['rate']:>8.2f} | "
-              f"{r['start']:>15.0f} | {r['1min']:>11.0f} | {r['end']:>6.0f} | {r['per_min']:>18.1f} | {statistics.mean(r['gen']):.1f} ({min(r['gen']):.1f}-{max(r['gen']):.1f})")
+              f"{r['start']:>15.0f} | {r['1min']:>11.0f} | {r['end']:>6.0f} | {r['per_min']:>18.1f} | "
+              f"{statistics.mean(r['gen']):.1f} ({min(r['gen']):.1f}-{max(r['gen']):.1f})")
 
 
 if __name__ == "__main__":
