@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=48, help="requests (one pair each) per concurrency level")
     ap.add_argument("--soak-s", type=float, default=0, help="seconds of overload after the table (0: none)")
     ap.add_argument("--soak-queue", type=int, default=16, help="serve.max_queue during the soak")
-    ap.add_argument("--log", default="bench_serve.log")
+    ap.add_argument("--log", default="runs/bench_serve.log", help="the service's output (runs/ is git-ignored)")
     ap.add_argument("overrides", nargs="*", help="selftaught overrides (after --)")
     a = ap.parse_args()
     levels = [int(x) for x in a.concurrency.split(",")]
@@ -166,6 +166,7 @@ def main() -> None:
     port.close()
     url = f"http://127.0.0.1:{port_n}"
     rows = []
+    os.makedirs(os.path.dirname(a.log) or ".", exist_ok=True)
     with open(a.log, "w") as log:
         server = start_server(overrides + [f"serve.max_batch={max(levels) * 2}"], port_n, log)
         try:
