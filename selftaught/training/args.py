@@ -153,10 +153,8 @@ def dpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opti
 
 def grpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Optional[dict] = None) -> dict:
     """Keyword arguments of ``trl.GRPOConfig``: the SFT ones less the SFT-only keys, ``train.grpo``'s sampling,
-    reward weights (in ``training.rewards.NAMES`` order), clip, KL, lr and epochs. Generation: vLLM colocated
-    with training on GPU where vLLM is installed, else transformers' ``generate``."""
-    import importlib.util
-
+    reward weights (in ``training.rewards.NAMES`` order), clip, KL, lr and epochs, and who samples
+    (``grpo_uses_vllm``)."""
     from selftaught.training.rewards import Weights
 
     kw = sft_config_kwargs(cfg, out_dir, gpu, deepspeed)
@@ -167,13 +165,27 @@ def grpo_config_kwargs(cfg: TrainConfig, out_dir: str, gpu: bool, deepspeed: Opt
               max_completion_length=g.max_completion_length, temperature=g.temperature, top_p=g.top_p,
               beta=g.beta, epsilon=g.epsilon,
               reward_weights=Weights(g.correctness, g.consistency, g.format, g.degeneracy).as_list(),
-              use_vllm=gpu and importlib.util.find_spec("vllm") is not None, vllm_mode="colocate",
+              use_vllm=grpo_uses_vllm(g.generation, gpu), vllm_mode="colocate",
               log_completions=False,
               # Trainer's counter finds no input name in GRPO's batches (it warns every step); TRL logs num_tokens.
               include_num_input_tokens_seen="no")
     if g.epochs is not None:
         kw["num_train_epochs"] = g.epochs
     return kw
+
+
+def grpo_uses_vllm(generation: str, gpu: bool) -> bool:
+    """``train.grpo.generation``: vllm (TRL's vLLM colocated with training; it must be installed), transformers
+    (``generate``), auto (vLLM on a GPU where it is installed, else transformers)."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("vllm") is not None
+    if generation == "vllm":
+        if not (gpu and installed):
+            raise RuntimeError("train.grpo.generation=vllm needs a GPU worker with vllm installed "
+                               f"(GPU: {gpu}, vllm: {installed}); use auto or transformers")
+        return True
+    return generation == "auto" and gpu and installed
 
 
 def peft_config(lora: LoraConfig):

@@ -25,7 +25,7 @@ log = logging.getLogger("selftaught.training")
 @dataclass
 class TrainResult:
     model_path: str  # absolute HF folder (full weights; LoRA merged)
-    metrics: dict[str, Any]  # train_metrics.json without log_history
+    metrics: dict[str, Any]  # train_metrics.json without log_history and step_seconds (per step: the file has them)
     log_history: list[dict] = field(default_factory=list)
 
 
@@ -119,6 +119,7 @@ def train_with_ray(data_path: str, base_model: str, out_dir: str, cfg: TrainConf
     with open(metrics_path) as f:
         metrics = json.load(f)
     history = metrics.pop("log_history", [])
+    metrics.pop("step_seconds", None)
     return TrainResult(model_path=out, metrics=metrics, log_history=history)
 
 

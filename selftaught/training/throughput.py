@@ -45,6 +45,9 @@ class Throughput(TrainerCallback):
                 out["engine_seconds"] = round(self.began - self.called, 3)
         if self.first_step is not None and self.steps:
             out["first_step_seconds"] = round(self.steps[0][0] - self.first_step, 3)
+            # each optimizer step's wall time, the first one's included (GRPO splits it: time/generate_s)
+            ends = [self.first_step] + [t for t, _ in self.steps]
+            out["step_seconds"] = [round(b - a, 3) for a, b in zip(ends, ends[1:])]
         # A short run (a handful of steps) has no steady part: measure from the first step's end instead.
         skip = self.skip if len(self.steps) > self.skip + 1 else 0
         if len(self.steps) > skip + 1:

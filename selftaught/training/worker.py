@@ -85,7 +85,7 @@ def train_worker(config: dict) -> None:
         trainer, lora = load_dpo(cfg, str(config["dpo_path"]), base, out, gpu)
         metrics = {**fit(trainer), **dpo_margins(trainer.state.log_history)}
     if sft_metrics:
-        metrics["sft"] = {k: v for k, v in sft_metrics.items() if k != "log_history"}
+        metrics["sft"] = {k: v for k, v in sft_metrics.items() if k not in ("log_history", "step_seconds")}
     save(trainer, cfg, lora, base, out, gpu, metrics)
     if sft_metrics and trainer.is_world_process_zero():
         shutil.rmtree(os.path.join(out, SFT_DIR), ignore_errors=True)  # the DPO/GRPO model is the round's judge
