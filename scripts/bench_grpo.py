@@ -3,11 +3,11 @@
 generation backend, on the project's own GRPO trainer (``train_worker`` with ``train.objective=grpo``).
 
 Each case trains ``--warmup + --steps`` optimizer steps in a fresh process on the demo eval set's pairs (or
-a run's, ``--pairs``), turned into GRPO prompts as the ``grpo_data`` stage does (both presentations of a pair), and prints per
-timed step: its wall time (the trainer's optimizer step, from ``train_metrics.json``'s ``step_seconds``),
-of it the sampling and scoring (``time/generate_s``: generation, rewards, advantages)
-and the rest (optimisation: forward, backward, the update), the judgments' mean length and the sampled
-tokens per second of generation time.
+a run's, ``--pairs``), turned into GRPO prompts as the ``grpo_data`` stage does (both presentations of a
+pair), and prints per timed step: its wall time (the trainer's optimizer step, from ``train_metrics.json``'s
+``step_seconds``), of it the sampling and scoring (``time/generate_s``: generation, rewards, advantages) and
+the rest (optimisation: forward, backward, the update), the judgments' mean length and the sampled tokens
+per second of sampling time.
 
     python scripts/bench_grpo.py                                          # CPU: the embedded judge
     python scripts/bench_grpo.py --formats reasoning_first --reasoning-tokens 128 --steps 3
@@ -112,7 +112,6 @@ def summarize(fmt: str, gen: str, m: dict, warmup: int, prompts: int, generation
             "mean_judgment_tokens": sum(lengths) / len(lengths), "step_s": step, "generate_s": sample,
             "optimise_s": step - sample, "generate_share": sample / step,
             "sampled_tok_per_s": completions * (sum(lengths) / len(lengths)) / sample,
-            "reward_first": float(logged[0]["reward"]) if logged else None,
             "peak_gib": m.get("peak_memory_gib"), "startup_s": m.get("startup_seconds")}
 
 
