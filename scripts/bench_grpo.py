@@ -23,10 +23,8 @@ limit, the worst case for sampling time; the embedded judge (the default) stops 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,16 +55,6 @@ def grpo_rows(fmt: str, pairs: int, source: str | None) -> list[dict]:
              "verdict_first": grpo_data.GrpoBuild(verify=False, template="judge_verdict_first", format=VERDICT_FIRST),
              "reasoning_first": grpo_data.GrpoBuild(verify=False, template="judge", format=REASONING_FIRST)}[fmt]
     return grpo_data.process(src, None, None, build)
-
-
-def _case(config: dict, queue) -> None:
-    try:
-        from selftaught.training.worker import METRICS_FILE, train_worker
-
-        train_worker(config)
-        queue.put(json.loads(Path(config["out_dir"], METRICS_FILE).read_text()))
-    except BaseException:
-        queue.put({"error": traceback.format_exc()})
 
 
 def embedded() -> str:
@@ -116,10 +104,9 @@ def summarize(fmt: str, gen: str, m: dict, warmup: int, prompts: int, generation
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    import multiprocessing as mp
-
     import torch
 
+    from bench_train import train_in_fresh_process
     from selftaught.config import TrainConfig
     from selftaught.config.train import GrpoConfig
     from selftaught.io import write_records
@@ -155,15 +142,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                                              max_completion_length=args.reasoning_tokens if reasoning else 16))
             config = {"data_path": None, "dpo_path": None, "grpo_path": str(data), "base_model": base,
                       "out_dir": str(tmp / f"out-{fmt}-{gen}"), "train": tc}
-            ctx = mp.get_context("spawn")
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_case, args=(config, queue))
-            proc.start()
-            m = queue.get()
-            proc.join()
-            shutil.rmtree(config["out_dir"], ignore_errors=True)
-            if "error" in m:
-                raise RuntimeError(f"{fmt} {gen}: {m['error']}")
+            try:
+                m = train_in_fresh_process(config, f"{fmt} {gen}")
+            finally:
+                shutil.rmtree(config["out_dir"], ignore_errors=True)
             out.append(summarize(fmt, gen, m, args.warmup, prompts, args.num_generations))
             if args.json:  # after every case: a run stopped at a time limit keeps what it measured
                 atomic.write_json(args.json, out)

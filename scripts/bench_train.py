@@ -254,6 +254,22 @@ def _stage_case(config: dict, queue) -> None:
         queue.put({"error": traceback.format_exc()})
 
 
+def train_in_fresh_process(config: dict, label: str) -> dict:
+    """``train_worker(config)`` in a spawned process (no state leaks from one case to the next); its
+    ``train_metrics.json``, or a RuntimeError naming ``label`` with the worker's traceback."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_stage_case, args=(config, queue))
+    proc.start()
+    m = queue.get()
+    proc.join()
+    if "error" in m:
+        raise RuntimeError(f"{label}: {m['error']}")
+    return m
+
+
 CASES = ("unpacked", "batched", "packed", "masked", "compiled", "autocast")
 
 
@@ -278,8 +294,6 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
     """Each case (``--cases``) under each strategy trains the project's ``train_worker`` (1 process,
     standalone) on the same judge rows for ``--warmup + --steps`` optimizer steps, in a fresh process; its
     own metrics file gives steady tokens/s (the steps after the first two), start-up and peak memory."""
-    import multiprocessing as mp
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -327,14 +341,7 @@ def run_stage(args: argparse.Namespace, strategies: list[str]) -> list[dict]:
                 continue
             config = {"data_path": str(tmp / "rows.parquet"), "dpo_path": None, "base_model": str(base),
                       "out_dir": str(tmp / f"out-{strategy}-{case}"), "train": tc}
-            ctx = mp.get_context("spawn")
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_stage_case, args=(config, queue))
-            proc.start()
-            m = queue.get()
-            proc.join()
-            if "error" in m:
-                raise RuntimeError(f"{strategy} {case}: {m['error']}")
+            m = train_in_fresh_process(config, f"{strategy} {case}")
             pk = m.get("packing") or {}
             out.append({"strategy": strategy, "case": case, "rows": len(rows), "mean_row_tokens": sum(lengths) / len(lengths),
                         "micro_batch": f"1 pack x {pk['budget']} tok" if pk else f"{micro} rows",

@@ -80,9 +80,9 @@ class StageSpec:
     ``inputs``) goes to ``process`` on an engine of kind ``engine``; a stage without ``process`` is
     written by the driver from ``items``. Each output shard is committed with ``shard_stats`` of its
     rows; after the last, ``finalize`` adds whole-stage fields and the summary is the merged stats
-    through ``summarize``, plus counts and tokens. A stage reads the one before it, or the ``sources`` it names (a stage that
-    is not ``enabled`` is skipped). Adding a stage is one module with its ``SPEC``, listed in
-    ``stages.PIPELINE``, plus its prompt templates.
+    through ``summarize``, plus counts and tokens. A stage reads the one before it, or the ``sources``
+    it names (a stage that is not ``enabled`` is skipped). Adding a stage is one module with its
+    ``SPEC``, listed in ``stages.PIPELINE``, plus its prompt templates.
     """
 
     name: str
